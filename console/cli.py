@@ -1,0 +1,114 @@
+"""The `gamenode` command.
+
+    gamenode hub  [--data-dir DIR] [--http-listen HOST:PORT]
+    gamenode demo [--data-dir DIR] [--http-listen HOST:PORT]
+    gamenode version
+
+Errors become one line on stderr and a non-zero exit; `GAMENODE_DEBUG=1`
+shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from console.errors import GamenodeError
+from console.hub.app import VERSION
+
+__all__ = ["main"]
+
+DEMO_DATA_DIR = Path(".demo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GAMENODE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except (GamenodeError, ValidationError, ValueError, OSError) as exc:
+        if os.environ.get("GAMENODE_DEBUG") == "1":
+            traceback.print_exc()
+        message = exc.message if isinstance(exc, GamenodeError) else str(exc)
+        print(f"gamenode: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gamenode", description="Operate a fleet of game-server nodes.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    hub = sub.add_parser("hub", help="run the headless hub (REST API over the YAML stores)")
+    _hub_flags(hub)
+    hub.set_defaults(handler=_run_hub)
+
+    demo = sub.add_parser("demo", help="run a hub on a demo data dir seeded with a sample fleet")
+    _hub_flags(demo, data_dir=DEMO_DATA_DIR)
+    demo.set_defaults(handler=_run_demo)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(handler=lambda _: print(f"gamenode {VERSION}") or 0)
+    return parser
+
+
+def _hub_flags(parser: argparse.ArgumentParser, data_dir: Path | None = None) -> None:
+    parser.add_argument("--data-dir", type=Path, default=data_dir,
+                        help="data directory (default: $GAMENODE_DATA_DIR or ~/.local/share/gamenode)")
+    parser.add_argument("--http-listen", metavar="HOST:PORT", help="REST API address (default 127.0.0.1:8080)")
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    from console.hub.server import Hub
+    from console.settings import HubSettings
+
+    settings = HubSettings().with_overrides(data_dir=args.data_dir, http_listen=args.http_listen)
+
+    def ready(hub: Hub) -> None:
+        print(f"gamenode hub: REST API on {hub.http_url} (OpenAPI at {hub.http_url}/docs), "
+              f"data in {settings.data_dir}", flush=True)
+
+    asyncio.run(Hub(settings).run(on_ready=ready))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from console.hub.demo import seed_demo
+    from console.hub.server import Hub
+    from console.service import Services
+    from console.settings import HubSettings
+    from console.store import Stores
+
+    settings = HubSettings().with_overrides(data_dir=args.data_dir, http_listen=args.http_listen)
+    stores = Stores.open(settings.data_dir)
+    try:
+        seeded = seed_demo(Services.over(stores))
+    finally:
+        stores.close()
+
+    def ready(hub: Hub) -> None:
+        print(f"gamenode demo: {'seeded a sample fleet in' if seeded else 'using'} {settings.data_dir}")
+        print(f"  REST API   {hub.http_url}/api/v1/nodes")
+        print(f"  OpenAPI    {hub.http_url}/docs")
+        print(f"  try        curl -s '{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
+        print("  stop       Ctrl-C", flush=True)
+
+    asyncio.run(Hub(settings).run(on_ready=ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

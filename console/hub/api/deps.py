@@ -1,0 +1,33 @@
+"""What every route needs: the services, the caller, list answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request, Response
+
+from console.service import Page, Services
+
+__all__ = ["Actor", "Svc", "page_answer"]
+
+T = TypeVar("T")
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _actor(x_gamenode_actor: Annotated[str | None, Header()] = None) -> str:
+    """Who made the change, for node status history (API tokens name it later)."""
+    return (x_gamenode_actor or "api")[:64]
+
+
+Svc = Annotated[Services, Depends(_services)]
+Actor = Annotated[str, Depends(_actor)]
+
+
+def page_answer(page: Page[T], response: Response) -> list[T]:
+    """A list answer is a JSON array; the count before paging is in `X-Total-Count`."""
+    response.headers["X-Total-Count"] = str(page.total)
+    return page.items

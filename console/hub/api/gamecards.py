@@ -1,0 +1,76 @@
+"""Game cards and their versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+
+from console.errors import NotFound
+from console.hub.api.deps import Svc, page_answer
+from console.hub.schemas import DefaultVersionBody, VersionStatusBody
+from console.models import GameCard, GameVersion
+from console.service import GameCardQuery
+from console.service.gamecards import default_version, sorted_versions
+
+router = APIRouter(prefix="/api/v1/gamecards", tags=["game cards"])
+
+JsonObject = Annotated[dict[str, Any], Body()]
+
+
+@router.get("", summary="List game cards")
+def list_cards(svc: Svc, response: Response, query: Annotated[GameCardQuery, Query()]) -> list[GameCard]:
+    return page_answer(svc.gamecards.list_cards(query), response)
+
+
+@router.post("", status_code=201, summary="Create a game card")
+def create_card(svc: Svc, body: JsonObject) -> GameCard:
+    return svc.gamecards.create_card(body)
+
+
+@router.get("/{card_id}", summary="Get a game card")
+def get_card(svc: Svc, card_id: str) -> GameCard:
+    return svc.gamecards.get_card(card_id)
+
+
+@router.put("/{card_id}", summary="Update a game card")
+def update_card(svc: Svc, card_id: str, body: JsonObject) -> GameCard:
+    return svc.gamecards.update_card(card_id, body)
+
+
+@router.delete("/{card_id}", status_code=204, summary="Delete a game card")
+def delete_card(svc: Svc, card_id: str) -> None:
+    svc.gamecards.delete_card(card_id)
+
+
+@router.get("/{card_id}/versions", summary="Versions, newest first")
+def list_versions(svc: Svc, card_id: str) -> list[GameVersion]:
+    return sorted_versions(svc.gamecards.get_card(card_id))
+
+
+@router.post("/{card_id}/versions", status_code=201, summary="Add a version")
+def add_version(svc: Svc, card_id: str, body: JsonObject) -> GameCard:
+    return svc.gamecards.add_version(card_id, body)
+
+
+@router.put("/{card_id}/versions/{version}/status", summary="Deprecate or re-activate a version")
+def set_version_status(svc: Svc, card_id: str, version: str, body: VersionStatusBody) -> GameCard:
+    return svc.gamecards.set_version_status(card_id, version, body.status)
+
+
+@router.delete("/{card_id}/versions/{version}", summary="Remove a version")
+def remove_version(svc: Svc, card_id: str, version: str) -> GameCard:
+    return svc.gamecards.remove_version(card_id, version)
+
+
+@router.get("/{card_id}/default-version", summary="The version new instances get")
+def get_default_version(svc: Svc, card_id: str) -> GameVersion:
+    version = default_version(svc.gamecards.get_card(card_id))
+    if version is None:
+        raise NotFound("default version of game card", card_id)
+    return version
+
+
+@router.put("/{card_id}/default-version", summary="Choose the default version")
+def set_default_version(svc: Svc, card_id: str, body: DefaultVersionBody) -> GameCard:
+    return svc.gamecards.set_default_version(card_id, body.version)

@@ -1,0 +1,72 @@
+"""Errors as HTTP answers, in one place.
+
+Every error answer has the same JSON shape:
+
+    {"error": "not_found", "message": "node 'n9' not found", "details": []}
+
+`details` lists `{"path", "message"}` for invalid input. Bad input is a 4xx,
+never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from console.errors import FieldError, GamenodeError, InvalidInput
+from console.validation import format_loc
+
+__all__ = ["HTTP_STATUS", "error_body", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[str, int] = {
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_input": 422,
+    "unauthorized": 401,
+    "unavailable": 503,
+    "corrupt_data": 500,
+    "error": 500,
+}
+
+
+def error_body(code: str, message: str, details: list[FieldError] | None = None) -> dict[str, object]:
+    return {
+        "error": code,
+        "message": message,
+        "details": [{"path": d.path, "message": d.message} for d in details or []],
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GamenodeError)
+    async def _gamenode(request: Request, exc: GamenodeError) -> JSONResponse:
+        status = HTTP_STATUS.get(exc.code, 500)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        details = exc.details if isinstance(exc, InvalidInput) else None
+        return JSONResponse(error_body(exc.code, exc.message, details), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [FieldError(format_loc(e["loc"]), _message(e)) for e in exc.errors()]
+        message = "invalid request: " + "; ".join(str(d) for d in details)
+        return JSONResponse(error_body("invalid_input", message, details), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def _message(error: dict[str, object]) -> str:
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") in ("enum", "literal_error", "string_pattern_mismatch") and "input" in error:
+        message += f" (got {error['input']!r})"
+    return message

@@ -1,0 +1,286 @@
+"""The records gamenode keeps: nodes, instances, game cards, platforms.
+
+`GameNode` has exactly the seed's fields and JSON/YAML names, so a client of
+the original Go service reads and writes it unchanged. Every record is frozen:
+stores hand out shared objects, and a change is a new object
+(`record.model_copy(update=...)` after validation, or `Model.model_validate`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from console.semver import SemVer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+__all__ = [
+    "ID_PATTERN",
+    "GameCard",
+    "GameCardStatus",
+    "GameNode",
+    "GameVersion",
+    "Instance",
+    "InstanceState",
+    "Model",
+    "NodeHistory",
+    "NodeStatus",
+    "NodeType",
+    "Platform",
+    "PlatformState",
+    "PortMapping",
+    "Resources",
+    "StatusChange",
+    "utcnow",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""Ids name files on disk: letters, digits, `.`, `_`, `-`; 1-128 characters, no leading dot."""
+
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?)?$"
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
+Text = Annotated[str, StringConstraints(max_length=256)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """Naive times are taken as UTC, so every stored time compares with every other."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
+
+
+class Model(BaseModel):
+    """Base of every gamenode model: unknown fields are mistakes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _none_is_empty(value: Any) -> Any:
+    """Go clients send `null` for an empty map; it means `{}`."""
+    return {} if value is None else value
+
+
+# --- nodes ------------------------------------------------------------------
+
+
+class NodeType(StrEnum):
+    PHYSICAL = "physical"
+    VIRTUAL = "virtual"
+    CONTAINER = "container"
+
+
+class NodeStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+    READY = "ready"
+
+
+class GameNode(Model):
+    """A machine that runs game servers (the seed's `GameNode`)."""
+
+    id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    model: Text = ""
+    """Hardware model, e.g. `Dell R750`."""
+    type: NodeType
+    status: NodeStatus = NodeStatus.OFFLINE
+    location: Text = ""
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    """Inventory: `cpu: {model, cores}`, `memory_mb`, `gpus: [{model, memory_mb}]`, `disks`, ..."""
+    network: dict[str, Any] = Field(default_factory=dict)
+    """Addresses and links: `ip`, `ports`, `bandwidth_mbps`, `interfaces`, ..."""
+    resources: dict[str, Any] = Field(default_factory=dict)
+    """Resource use as last reported (filled by the hub from the agent's metrics)."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    """Latest monitoring sample (filled by the hub from the agent's metrics)."""
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    online: bool = False
+    """Whether the node's agent is connected now."""
+    last_online: Timestamp | None = None
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
+
+    _empty_maps = field_validator("hardware", "network", "resources", "metrics", "labels", mode="before")(
+        _none_is_empty
+    )
+
+
+class StatusChange(Model):
+    """One change of a node's status: who, when and why."""
+
+    at: Timestamp
+    from_status: NodeStatus | None
+    to_status: NodeStatus
+    by: Text
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+
+
+class NodeHistory(Model):
+    """The status history of one node, newest last, bounded."""
+
+    id: Id
+    changes: list[StatusChange] = Field(default_factory=list)
+
+
+# --- instances --------------------------------------------------------------
+
+
+class Resources(Model):
+    """CPU cores, memory and GPUs: what an instance needs or a node offers."""
+
+    cpu: Annotated[float, Field(ge=0)] = 0.0
+    memory_mb: Annotated[int, Field(ge=0)] = 0
+    gpu: Annotated[int, Field(ge=0)] = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            cpu=self.cpu + other.cpu, memory_mb=self.memory_mb + other.memory_mb, gpu=self.gpu + other.gpu
+        )
+
+    def fits_in(self, capacity: Resources) -> bool:
+        return (
+            self.cpu <= capacity.cpu + 1e-9
+            and self.memory_mb <= capacity.memory_mb
+            and self.gpu <= capacity.gpu
+        )
+
+
+class PortMapping(Model):
+    name: Text = ""
+    container_port: Annotated[int, Field(ge=1, le=65535)]
+    host_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """0 until the node allocates one."""
+    protocol: Annotated[str, StringConstraints(pattern=r"^(tcp|udp)$")] = "tcp"
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"
+    PREPARING = "preparing"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def live(self) -> bool:
+        """Live instances hold their node's resources."""
+        return self not in (InstanceState.STOPPED, InstanceState.FAILED)
+
+
+class Instance(Model):
+    """One game server running (or meant to run) on one node."""
+
+    id: Id
+    node_id: Id
+    game: Id | None = None
+    """Game card id."""
+    game_version: Text | None = None
+    platform: Id | None = None
+    """Platform id."""
+    run_id: Text | None = None
+    """The pipeline run that created it."""
+    container_id: Text | None = None
+    ports: list[PortMapping] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    """What the instance reserved on its node."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    state: InstanceState = InstanceState.PENDING
+    error: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
+    started_at: Timestamp | None = None
+    stopped_at: Timestamp | None = None
+
+
+# --- game cards -------------------------------------------------------------
+
+
+class GameCardStatus(StrEnum):
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+
+
+class GameVersion(Model):
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """A semantic version, `1.4.2` or `2.0.0-rc.1`."""
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Default pipeline parameters for this version."""
+    resources: Resources = Field(default_factory=Resources)
+    """What one instance of this version needs."""
+    status: GameCardStatus = GameCardStatus.ACTIVE
+    created_at: Timestamp = Field(default_factory=utcnow)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        SemVer.parse(value)
+        return value
+
+
+class GameCard(Model):
+    """A game and the versions of it that can be deployed."""
+
+    id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    description: Annotated[str, StringConstraints(max_length=4096)] = ""
+    platform: Id | None = None
+    """The platform its servers run on."""
+    versions: list[GameVersion] = Field(default_factory=list)
+    default_version: Text | None = None
+    """Explicit default; when unset the newest active version is the default."""
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
+
+    @field_validator("versions")
+    @classmethod
+    def _unique_versions(cls, versions: list[GameVersion]) -> list[GameVersion]:
+        seen: set[str] = set()
+        for v in versions:
+            if v.version in seen:
+                raise ValueError(f"version {v.version!r} listed twice")
+            seen.add(v.version)
+        return versions
+
+
+# --- platforms --------------------------------------------------------------
+
+
+class PlatformState(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class Platform(Model):
+    """A kind of game runtime and the pipeline that starts it."""
+
+    id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    description: Annotated[str, StringConstraints(max_length=4096)] = ""
+    pipeline: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] = (
+        "platform-start"
+    )
+    """Name of the pipeline in `config/pipeline/` that starts it."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Default pipeline parameters."""
+    required_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    """Labels a node must carry to host this platform."""
+    config: dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], Any] = Field(
+        default_factory=dict
+    )
+    state: PlatformState = PlatformState.ENABLED
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)

@@ -1,0 +1,48 @@
+"""Business rules over the stores; services are the only writers of stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from console.service.gamecards import GameCardQuery, GameCardService
+from console.service.instances import InstanceQuery, InstanceService, InstanceSpec, node_capacity
+from console.service.nodes import NodeQuery, NodeService
+from console.service.platforms import PlatformQuery, PlatformService
+from console.service.query import Page
+from console.service.selector import Selector
+from console.store import Stores
+
+__all__ = [
+    "GameCardQuery",
+    "GameCardService",
+    "InstanceQuery",
+    "InstanceService",
+    "InstanceSpec",
+    "NodeQuery",
+    "NodeService",
+    "Page",
+    "PlatformQuery",
+    "PlatformService",
+    "Selector",
+    "Services",
+    "node_capacity",
+]
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service over one set of stores."""
+
+    nodes: NodeService
+    instances: InstanceService
+    gamecards: GameCardService
+    platforms: PlatformService
+
+    @classmethod
+    def over(cls, stores: Stores) -> Services:
+        return cls(
+            nodes=NodeService(stores.nodes, stores.node_history, stores.instances),
+            instances=InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms),
+            gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances),
+            platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances),
+        )

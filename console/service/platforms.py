@@ -1,0 +1,122 @@
+"""PlatformService: game runtimes, their config map and whether they are enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from console.errors import Conflict, InvalidInput, NotFound
+from console.models import Model, Platform, PlatformState, utcnow
+from console.service.query import Page, paginate, sort_records
+from console.store import GameCardStore, InstanceStore, PlatformStore
+from console.validation import validate
+
+__all__ = ["PlatformQuery", "PlatformService"]
+
+SORT_FIELDS = frozenset({"id", "name", "state", "pipeline", "created_at", "updated_at"})
+_SERVER_OWNED = ("created_at", "updated_at")
+
+
+class PlatformQuery(Model):
+    q: str | None = None
+    state: PlatformState | None = None
+    pipeline: str | None = None
+    sort: str = "id"
+    limit: int | None = Field(default=None, ge=0)
+    offset: int = Field(default=0, ge=0)
+
+
+class PlatformService:
+    def __init__(
+        self,
+        platforms: PlatformStore,
+        gamecards: GameCardStore,
+        instances: InstanceStore,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.platforms = platforms
+        self.gamecards = gamecards
+        self.instances = instances
+        self.clock = clock
+
+    def list_platforms(self, query: PlatformQuery | None = None) -> Page[Platform]:
+        q = query or PlatformQuery()
+        keys = sort_records(q.sort, SORT_FIELDS)
+        needle = (q.q or "").casefold()
+
+        def wanted(p: Platform) -> bool:
+            return (
+                (not needle or needle in p.id.casefold() or needle in p.name.casefold())
+                and (q.state is None or p.state == q.state)
+                and (q.pipeline is None or p.pipeline == q.pipeline)
+            )
+
+        return paginate(keys([p for p in self.platforms if wanted(p)]), q.limit, q.offset)
+
+    def get_platform(self, id: str) -> Platform:
+        return self.platforms.get(id)
+
+    def create_platform(self, data: dict[str, Any]) -> Platform:
+        now = self.clock()
+        data = {k: v for k, v in data.items() if k not in _SERVER_OWNED}
+        return self.platforms.add(validate(Platform, {**data, "created_at": now, "updated_at": now}, "platform"))
+
+    def update_platform(self, id: str, changes: dict[str, Any]) -> Platform:
+        changes = {k: v for k, v in changes.items() if k not in _SERVER_OWNED}
+        if changes.get("id", id) != id:
+            raise InvalidInput(f"id: cannot change a platform's id ({id!r} → {changes['id']!r})")
+        return self.platforms.mutate(id, lambda old: self._with(old, **changes))
+
+    def delete_platform(self, id: str) -> Platform:
+        self.platforms.get(id)
+        cards = [c.id for c in self.gamecards if c.platform == id]
+        if cards:
+            raise Conflict(f"platform {id!r} is used by game card(s) {', '.join(cards[:10])}")
+        live = [i.id for i in self.instances if i.platform == id and i.state.live]
+        if live:
+            raise Conflict(f"platform {id!r} runs live instance(s) {', '.join(live[:10])}")
+        return self.platforms.delete(id)
+
+    def set_state(self, id: str, state: PlatformState | str) -> Platform:
+        try:
+            new = PlatformState(state)
+        except ValueError:
+            raise InvalidInput(f"state: must be enabled or disabled (got {state!r})") from None
+        return self.platforms.mutate(id, lambda old: old if old.state == new else self._with(old, state=new))
+
+    def enable(self, id: str) -> Platform:
+        return self.set_state(id, PlatformState.ENABLED)
+
+    def disable(self, id: str) -> Platform:
+        return self.set_state(id, PlatformState.DISABLED)
+
+    # --- config map ---------------------------------------------------------
+
+    def get_config(self, id: str, key: str | None = None) -> Any:
+        """The whole config map, or the value of one key."""
+        config = self.platforms.get(id).config
+        if key is None:
+            return dict(config)
+        if key not in config:
+            raise NotFound("config key", f"{id}/{key}")
+        return config[key]
+
+    def set_config(self, id: str, values: dict[str, Any], replace: bool = False) -> Platform:
+        """Merge `values` into the config map (or replace it whole)."""
+        return self.platforms.mutate(
+            id, lambda old: self._with(old, config=dict(values) if replace else {**old.config, **values})
+        )
+
+    def delete_config(self, id: str, key: str) -> Platform:
+        def change(old: Platform) -> Platform:
+            if key not in old.config:
+                raise NotFound("config key", f"{id}/{key}")
+            return self._with(old, config={k: v for k, v in old.config.items() if k != key})
+
+        return self.platforms.mutate(id, change)
+
+    def _with(self, platform: Platform, **update: Any) -> Platform:
+        return validate(Platform, {**platform.model_dump(), **update, "updated_at": self.clock()}, "platform")

@@ -1,0 +1,66 @@
+"""Hub settings, loaded once before the event loop starts.
+
+Order: constructor arguments (the CLI's flags) > environment (`GAMENODE_...`,
+`__` for nesting) > the YAML file named by `GAMENODE_CONFIG` > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+__all__ = ["HubSettings", "default_data_dir", "parse_listen"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gamenode"
+
+
+def parse_listen(value: str, what: str = "listen address") -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` → (host, port); port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{what}: expected HOST:PORT, e.g. 127.0.0.1:8080 (got {value!r})")
+    return host, int(port)
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GAMENODE_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the YAML stores live; locked while a hub runs."""
+    http_listen: str = "127.0.0.1:8080"
+    """REST API address (`HOST:PORT`)."""
+    grpc_listen: str = "127.0.0.1:7070"
+    """Agent and console gRPC address (served from the hub/agent issue on)."""
+    log_level: str = "info"
+
+    @field_validator("http_listen", "grpc_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("GAMENODE_CONFIG")
+        if config:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+    def with_overrides(self, **values: Any) -> HubSettings:
+        return self.model_copy(update={k: v for k, v in values.items() if v is not None})

@@ -1,0 +1,25 @@
+"""YAML stores: one generic base and a store per record kind.
+
+Nothing here knows about gRPC, HTTP or Textual; services are the only writers.
+"""
+
+from __future__ import annotations
+
+from console.store.base import YamlStore
+from console.store.datadir import DataDir, DataDirLocked, Stores
+from console.store.gamecard import GameCardStore
+from console.store.instance import InstanceStore
+from console.store.node import NodeHistoryStore, NodeStore
+from console.store.platform import PlatformStore
+
+__all__ = [
+    "DataDir",
+    "DataDirLocked",
+    "GameCardStore",
+    "InstanceStore",
+    "NodeHistoryStore",
+    "NodeStore",
+    "PlatformStore",
+    "Stores",
+    "YamlStore",
+]

@@ -1,0 +1,111 @@
+"""The data directory: one hub at a time, and every store under it.
+
+    DATA_DIR/
+      .lock               flock'ed by the hub that owns the directory; holds its pid
+      nodes/<id>.yaml
+      node-history/<id>.yaml
+      instances/<id>.yaml
+      gamecards/<id>.yaml
+      platforms/<id>.yaml
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from console.errors import Unavailable
+from console.store.gamecard import GameCardStore
+from console.store.instance import InstanceStore
+from console.store.node import NodeHistoryStore, NodeStore
+from console.store.platform import PlatformStore
+
+__all__ = ["DataDir", "DataDirLocked", "Stores"]
+
+
+class DataDirLocked(Unavailable):
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"data directory {path} is in use by another gamenode process (pid {holder})")
+        self.path = path
+        self.holder = holder
+
+
+class DataDir:
+    """Holds the lock on `path` while open; `open()` refuses a directory in use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def open(self) -> DataDir:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirLocked(self.path, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> DataDir:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Stores:
+    """Every store of one data directory, loaded, with the directory locked."""
+
+    data_dir: DataDir
+    nodes: NodeStore
+    node_history: NodeHistoryStore
+    instances: InstanceStore
+    gamecards: GameCardStore
+    platforms: PlatformStore
+    _all: list[NodeStore | NodeHistoryStore | InstanceStore | GameCardStore | PlatformStore] = field(
+        init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms]
+
+    @classmethod
+    def open(cls, path: Path) -> Stores:
+        data_dir = DataDir(path).open()
+        try:
+            root = data_dir.path
+            stores = cls(
+                data_dir,
+                NodeStore(root / "nodes"),
+                NodeHistoryStore(root / "node-history"),
+                InstanceStore(root / "instances"),
+                GameCardStore(root / "gamecards"),
+                PlatformStore(root / "platforms"),
+            )
+            for store in stores._all:
+                store.load()
+        except BaseException:
+            data_dir.close()
+            raise
+        return stores
+
+    def close(self) -> None:
+        try:
+            for store in self._all:
+                store.close()
+        finally:
+            self.data_dir.close()
