@@ -75,7 +75,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     from console.hub.server import Hub
     from console.settings import HubSettings
 
-    settings = HubSettings().with_overrides(data_dir=args.data_dir, http_listen=args.http_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen)
 
     def ready(hub: Hub) -> None:
         print(f"gamenode hub: REST API on {hub.http_url} (OpenAPI at {hub.http_url}/docs), "
@@ -87,12 +87,12 @@ def _run_hub(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from console.hub.demo import seed_demo
-    from console.hub.server import Hub
+    from console.hub.server import Hub, ListenError
     from console.service import Services
     from console.settings import HubSettings
     from console.store import Stores
 
-    settings = HubSettings().with_overrides(data_dir=args.data_dir, http_listen=args.http_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen)
     stores = Stores.open(settings.data_dir)
     try:
         seeded = seed_demo(Services.over(stores))
@@ -106,7 +106,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"  try        curl -s '{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
         print("  stop       Ctrl-C", flush=True)
 
-    asyncio.run(Hub(settings).run(on_ready=ready))
+    try:
+        asyncio.run(Hub(settings).run(on_ready=ready))
+    except ListenError as exc:
+        if args.http_listen or "GAMENODE_HTTP_LISTEN" in os.environ:
+            raise
+        print(f"gamenode demo: {exc.message}; using a free port instead", flush=True)
+        asyncio.run(Hub(settings.model_copy(update={"http_listen": "127.0.0.1:0"})).run(on_ready=ready))
     return 0
 
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from console.semver import SemVer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from console.semver import SemVer
 
 __all__ = [
     "ID_PATTERN",
@@ -248,11 +249,13 @@ class GameCard(Model):
     @field_validator("versions")
     @classmethod
     def _unique_versions(cls, versions: list[GameVersion]) -> list[GameVersion]:
-        seen: set[str] = set()
+        seen: dict[SemVer, str] = {}
         for v in versions:
-            if v.version in seen:
-                raise ValueError(f"version {v.version!r} listed twice")
-            seen.add(v.version)
+            key = SemVer.parse(v.version)
+            if key in seen:
+                same = "" if seen[key] == v.version else f" (as {seen[key]!r})"
+                raise ValueError(f"version {v.version!r} listed twice{same}")
+            seen[key] = v.version
         return versions
 
 

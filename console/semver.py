@@ -11,7 +11,8 @@ __all__ = ["SemVer"]
 _SEMVER = re.compile(
     r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
-    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$",
+    re.ASCII,
 )
 
 
@@ -26,7 +27,7 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> SemVer:
-        m = _SEMVER.match(text)
+        m = _SEMVER.fullmatch(text)
         if m is None:
             raise ValueError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])")
         pre = tuple(m["pre"].split(".")) if m["pre"] else ()

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 __all__ = ["HubSettings", "default_data_dir", "parse_listen"]
 
@@ -62,5 +67,7 @@ class HubSettings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
         return tuple(sources)
 
-    def with_overrides(self, **values: Any) -> HubSettings:
-        return self.model_copy(update={k: v for k, v in values.items() if v is not None})
+    @classmethod
+    def load(cls, **overrides: Any) -> HubSettings:
+        """Settings from every source, with the given non-None values strongest."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -65,9 +65,9 @@ class NodeUpdate(_Body):
 class NodeBody(NodeUpdate):
     """A new node (the seed's `GameNode`); `status` defaults to offline."""
 
-    id: str  # type: ignore[assignment]
-    name: str  # type: ignore[assignment]
-    type: NodeType  # type: ignore[assignment]
+    id: str
+    name: str
+    type: NodeType
 
 
 class NodeStatusBody(_Body):

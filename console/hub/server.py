@@ -22,9 +22,13 @@ from console.service import Services
 from console.settings import HubSettings, parse_listen
 from console.store import Stores
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "ListenError"]
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Unavailable):
+    """The address to serve on cannot be bound (in use, not local, no permission)."""
 
 
 class _Server(uvicorn.Server):
@@ -93,7 +97,7 @@ def _bind(listen: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise Unavailable(f"cannot listen on {listen}: {exc.strerror}") from None
+        raise ListenError(f"cannot listen on {listen}: {exc.strerror}") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock

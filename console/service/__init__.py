@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from console.service.gamecards import GameCardQuery, GameCardService
@@ -40,9 +41,13 @@ class Services:
 
     @classmethod
     def over(cls, stores: Stores) -> Services:
+        # One lock for the rules that span records (an instance's node must
+        # exist and have room; a node, card, version or platform in use must
+        # not go away), so a check and the write it allows are one step.
+        lock = threading.RLock()
         return cls(
-            nodes=NodeService(stores.nodes, stores.node_history, stores.instances),
-            instances=InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms),
-            gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances),
-            platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances),
+            nodes=NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock),
+            instances=InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock),
+            gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock),
+            platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock),
         )

@@ -8,6 +8,7 @@ explicit default cannot be deprecated until another default is chosen.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -58,11 +59,14 @@ class GameCardService:
         platforms: PlatformStore,
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.gamecards = gamecards
         self.platforms = platforms
         self.instances = instances
         self.clock = clock
+        self._lock = lock or threading.RLock()
+        """Held across check-and-write of anything that spans records (see `Services`)."""
 
     def list_cards(self, query: GameCardQuery | None = None) -> Page[GameCard]:
         q = query or GameCardQuery()
@@ -79,7 +83,7 @@ class GameCardService:
                 and selector.matches(c.labels)
             )
 
-        return paginate(keys([c for c in self.gamecards if wanted(c)]), q.limit, q.offset)
+        return paginate(keys([c for c in self.gamecards.list() if wanted(c)]), q.limit, q.offset)
 
     def get_card(self, id: str) -> GameCard:
         return self.gamecards.get(id)
@@ -88,8 +92,9 @@ class GameCardService:
         now = self.clock()
         data = {k: v for k, v in data.items() if k not in _SERVER_OWNED}
         card = validate(GameCard, {**data, "created_at": now, "updated_at": now}, "game card")
-        self._check(card)
-        return self.gamecards.add(card)
+        with self._lock:
+            self._check(card)
+            return self.gamecards.add(card)
 
     def update_card(self, id: str, changes: dict[str, Any]) -> GameCard:
         changes = {k: v for k, v in changes.items() if k not in _SERVER_OWNED}
@@ -99,16 +104,21 @@ class GameCardService:
         def change(old: GameCard) -> GameCard:
             card = validate(GameCard, {**old.model_dump(), **changes, "updated_at": self.clock()}, "game card")
             self._check(card)
+            kept = {v.version for v in card.versions}
+            for gone in (v.version for v in old.versions if v.version not in kept):
+                self._check_unused(id, gone)
             return card
 
-        return self.gamecards.mutate(id, change)
+        with self._lock:
+            return self.gamecards.mutate(id, change)
 
     def delete_card(self, id: str) -> GameCard:
-        self.gamecards.get(id)
-        live = [i.id for i in self.instances if i.game == id and i.state.live]
-        if live:
-            raise Conflict(f"game card {id!r} is used by live instance(s) {', '.join(live[:10])}")
-        return self.gamecards.delete(id)
+        with self._lock:
+            self.gamecards.get(id)
+            live = [i.id for i in self.instances if i.game == id and i.state.live]
+            if live:
+                raise Conflict(f"game card {id!r} is used by live instance(s) {', '.join(live[:10])}")
+            return self.gamecards.delete(id)
 
     # --- versions -----------------------------------------------------------
 
@@ -116,14 +126,18 @@ class GameCardService:
         version = validate(GameVersion, {**data, "created_at": self.clock()}, "game version")
 
         def change(card: GameCard) -> GameCard:
-            if any(v.version == version.version for v in card.versions):
+            new = SemVer.parse(version.version)
+            if any(SemVer.parse(v.version) == new for v in card.versions):
                 raise Conflict(f"game card {id!r} already has version {version.version}")
             return self._with(card, versions=[*card.versions, version])
 
         return self.gamecards.mutate(id, change)
 
     def set_version_status(self, id: str, version: str, status: GameCardStatus | str) -> GameCard:
-        new = GameCardStatus(status)
+        try:
+            new = GameCardStatus(status)
+        except ValueError:
+            raise InvalidInput(f"status: must be active or deprecated (got {status!r})") from None
 
         def change(card: GameCard) -> GameCard:
             self._version(card, version)
@@ -139,17 +153,15 @@ class GameCardService:
         return self.set_version_status(id, version, GameCardStatus.DEPRECATED)
 
     def remove_version(self, id: str, version: str) -> GameCard:
-        users = [i.id for i in self.instances if i.game == id and i.game_version == version and i.state.live]
-        if users:
-            raise Conflict(f"version {version} of {id!r} is used by live instance(s) {', '.join(users[:10])}")
-
         def change(card: GameCard) -> GameCard:
             self._version(card, version)
+            self._check_unused(id, version)
             if card.default_version == version:
                 raise Conflict(f"version {version} is the default of game card {id!r}; choose another first")
             return self._with(card, versions=[v for v in card.versions if v.version != version])
 
-        return self.gamecards.mutate(id, change)
+        with self._lock:
+            return self.gamecards.mutate(id, change)
 
     def set_default_version(self, id: str, version: str | None) -> GameCard:
         """Make `version` the default; None goes back to "newest active"."""
@@ -172,6 +184,11 @@ class GameCardService:
         if found is None:
             raise NotFound("game version", f"{card.id}@{version}")
         return found
+
+    def _check_unused(self, id: str, version: str) -> None:
+        users = [i.id for i in self.instances if i.game == id and i.game_version == version and i.state.live]
+        if users:
+            raise Conflict(f"version {version} of {id!r} is used by live instance(s) {', '.join(users[:10])}")
 
     def _check(self, card: GameCard) -> None:
         if card.platform is not None and card.platform not in self.platforms:

@@ -113,13 +113,15 @@ class InstanceService:
         gamecards: GameCardStore,
         platforms: PlatformStore,
         clock: Callable[[], datetime] = utcnow,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.instances = instances
         self.nodes = nodes
         self.gamecards = gamecards
         self.platforms = platforms
         self.clock = clock
-        self._reserve_lock = threading.Lock()
+        self._lock = lock or threading.RLock()
+        """Held across check-and-write of anything that spans records (see `Services`)."""
 
     # --- queries ------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class InstanceService:
                 and (q.live is None or i.state.live == q.live)
             )
 
-        return paginate(keys([i for i in self.instances if wanted(i)]), q.limit, q.offset)
+        return paginate(keys([i for i in self.instances.list() if wanted(i)]), q.limit, q.offset)
 
     def get_instance(self, id: str) -> Instance:
         return self.instances.get(id)
@@ -161,20 +163,20 @@ class InstanceService:
     def create_instance(self, spec: InstanceSpec | dict[str, Any]) -> Instance:
         if isinstance(spec, dict):
             spec = validate(InstanceSpec, spec, "instance")
-        node = self.nodes.get(spec.node_id)
-        if node.status == NodeStatus.MAINTENANCE:
-            raise Conflict(f"node {node.id!r} is in maintenance and takes no new instances")
-        fields = self._resolve_game(spec)
-        platform = fields.get("platform")
-        if platform:
-            self._check_platform(node, platform)
-        now = self.clock()
-        instance = validate(Instance, {
-            **spec.model_dump(exclude_none=True), **fields,
-            "id": spec.id or f"inst-{secrets.token_hex(6)}",
-            "state": InstanceState.PENDING, "created_at": now, "updated_at": now,
-        }, "instance")
-        with self._reserve_lock:
+        with self._lock:
+            node = self.nodes.get(spec.node_id)
+            if node.status == NodeStatus.MAINTENANCE:
+                raise Conflict(f"node {node.id!r} is in maintenance and takes no new instances")
+            fields = self._resolve_game(spec)
+            platform = fields.get("platform")
+            if platform:
+                self._check_platform(node, platform)
+            now = self.clock()
+            instance = validate(Instance, {
+                **spec.model_dump(exclude_none=True), **fields,
+                "id": spec.id or f"inst-{secrets.token_hex(6)}",
+                "state": InstanceState.PENDING, "created_at": now, "updated_at": now,
+            }, "instance")
             self._check_fits(node, instance.resources)
             return self.instances.add(instance)
 
@@ -207,7 +209,7 @@ class InstanceService:
                 update["container_id"] = container_id
             return validate(Instance, {**old.model_dump(), **update}, "instance")
 
-        with self._reserve_lock:
+        with self._lock:
             return self.instances.mutate(id, change)
 
     def update_instance(self, id: str, changes: dict[str, Any]) -> Instance:

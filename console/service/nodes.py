@@ -78,12 +78,14 @@ class NodeService:
         history: NodeHistoryStore,
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.nodes = nodes
         self.history = history
         self.instances = instances
         self.clock = clock
-        self._status_lock = threading.Lock()
+        self._lock = lock or threading.RLock()
+        """Held across check-and-write of anything that spans records (see `Services`)."""
 
     # --- queries ------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class NodeService:
                 and selector.matches(n.labels)
             )
 
-        return paginate(keys([n for n in self.nodes if wanted(n)]), query.limit, query.offset)
+        return paginate(keys([n for n in self.nodes.list() if wanted(n)]), query.limit, query.offset)
 
     def get_node(self, id: str) -> GameNode:
         return self.nodes.get(id)
@@ -132,14 +134,16 @@ class NodeService:
             raise InvalidInput(f"id: cannot change a node's id ({id!r} → {changes['id']!r})")
         if not changes.get("status"):
             changes.pop("status", None)
-        with self._status_lock:
+        with self._lock:
             old = self.nodes.get(id)
             if "status" in changes:
                 self._check_transition(old, NodeStatus(changes["status"]) if _is_status(changes["status"]) else None,
                                        str(changes["status"]), "set by node update")
-            merged = {**old.model_dump(), **changes, "updated_at": self.clock()}
-            node = validate(GameNode, merged, "node")
-            self.nodes.update(node)
+            now = self.clock()
+            # merge over the node as it is now: set_online and update_labels do not take the status lock
+            node = self.nodes.mutate(
+                id, lambda cur: validate(GameNode, {**cur.model_dump(), **changes, "updated_at": now}, "node")
+            )
             if node.status != old.status:
                 self._record(id, old.status, node.status, actor, "set by node update")
         return node
@@ -154,14 +158,15 @@ class NodeService:
         return self.nodes.mutate(id, change)
 
     def delete_node(self, id: str) -> GameNode:
-        self.nodes.get(id)
-        live = [i.id for i in self.instances.on_node(id) if i.state.live]
-        if live:
-            raise Conflict(f"node {id!r} still has {len(live)} live instance(s): {', '.join(live[:10])}; "
-                           "stop them first")
-        node = self.nodes.delete(id)
-        if id in self.history:
-            self.history.delete(id)
+        with self._lock:
+            self.nodes.get(id)
+            live = [i.id for i in self.instances.on_node(id) if i.state.live]
+            if live:
+                raise Conflict(f"node {id!r} still has {len(live)} live instance(s): {', '.join(live[:10])}; "
+                               "stop them first")
+            node = self.nodes.delete(id)
+            if id in self.history:
+                self.history.delete(id)
         return node
 
     def update_node_status(self, id: str, status: NodeStatus | str, reason: str = "", actor: str = "api") -> GameNode:
@@ -169,13 +174,15 @@ class NodeService:
         if not _is_status(status):
             raise InvalidInput(f"status: must be one of {', '.join(s.value for s in NodeStatus)} (got {status!r})")
         new = NodeStatus(status)
-        with self._status_lock:
+        with self._lock:
             old = self.nodes.get(id)
             if old.status == new:
                 return old
             self._check_transition(old, new, new.value, reason)
-            node = old.model_copy(update={"status": new, "updated_at": self.clock()})
-            self.nodes.update(node)
+            now = self.clock()
+            node = self.nodes.mutate(
+                id, lambda cur: cur.model_copy(update={"status": new, "updated_at": now})
+            )
             self._record(id, old.status, new, actor, reason)
         return node
 

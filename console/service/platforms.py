@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -36,11 +37,14 @@ class PlatformService:
         gamecards: GameCardStore,
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.platforms = platforms
         self.gamecards = gamecards
         self.instances = instances
         self.clock = clock
+        self._lock = lock or threading.RLock()
+        """Held across check-and-write of anything that spans records (see `Services`)."""
 
     def list_platforms(self, query: PlatformQuery | None = None) -> Page[Platform]:
         q = query or PlatformQuery()
@@ -54,7 +58,7 @@ class PlatformService:
                 and (q.pipeline is None or p.pipeline == q.pipeline)
             )
 
-        return paginate(keys([p for p in self.platforms if wanted(p)]), q.limit, q.offset)
+        return paginate(keys([p for p in self.platforms.list() if wanted(p)]), q.limit, q.offset)
 
     def get_platform(self, id: str) -> Platform:
         return self.platforms.get(id)
@@ -71,14 +75,15 @@ class PlatformService:
         return self.platforms.mutate(id, lambda old: self._with(old, **changes))
 
     def delete_platform(self, id: str) -> Platform:
-        self.platforms.get(id)
-        cards = [c.id for c in self.gamecards if c.platform == id]
-        if cards:
-            raise Conflict(f"platform {id!r} is used by game card(s) {', '.join(cards[:10])}")
-        live = [i.id for i in self.instances if i.platform == id and i.state.live]
-        if live:
-            raise Conflict(f"platform {id!r} runs live instance(s) {', '.join(live[:10])}")
-        return self.platforms.delete(id)
+        with self._lock:
+            self.platforms.get(id)
+            cards = [c.id for c in self.gamecards if c.platform == id]
+            if cards:
+                raise Conflict(f"platform {id!r} is used by game card(s) {', '.join(cards[:10])}")
+            live = [i.id for i in self.instances if i.platform == id and i.state.live]
+            if live:
+                raise Conflict(f"platform {id!r} runs live instance(s) {', '.join(live[:10])}")
+            return self.platforms.delete(id)
 
     def set_state(self, id: str, state: PlatformState | str) -> Platform:
         try:

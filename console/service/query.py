@@ -30,7 +30,8 @@ def sort_records(spec: str, allowed: frozenset[str]) -> Callable[[list[T]], list
     """A sorter for `spec` (`-status,name`); unknown fields are refused by name.
 
     `None` values sort first ascending (last descending), so a missing
-    `last_online` never breaks the comparison.
+    `last_online` never breaks the comparison. Sorts are stable: give the
+    records in id order and ties stay in id order, so pages do not shift.
     """
     fields = [f.strip() for f in spec.split(",") if f.strip()] or ["id"]
     parsed: list[tuple[str, bool]] = []

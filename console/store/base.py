@@ -20,6 +20,7 @@ truth, edited by hand or not, and the index is only ever a shortcut.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -93,7 +94,7 @@ class YamlStore(Generic[M]):
     def find(self, id: str) -> M | None:
         return self._records.get(id)
 
-    def filter(self, predicate: Callable[[M], bool]) -> list[M]:
+    def filter(self, predicate: Callable[[M], bool]) -> builtins.list[M]:
         """The records for which `predicate` is true, in id order."""
         return [r for r in self.list() if predicate(r)]
 
@@ -131,9 +132,15 @@ class YamlStore(Generic[M]):
         return record
 
     def mutate(self, id: str, change: Callable[[M], M]) -> M:
-        """Read-modify-write one record under the store's lock."""
+        """Read-modify-write one record under the store's lock.
+
+        When `change` hands back the very record it was given, nothing is written.
+        """
         with self._lock:
-            new = change(self.get(id))
+            old = self.get(id)
+            new = change(old)
+            if new is old:
+                return old
             if self._id(new) != id:
                 raise InvalidInput(f"{self.kind} id cannot change ({id!r} → {self._id(new)!r})")
             self._write(id, new)
@@ -149,13 +156,15 @@ class YamlStore(Generic[M]):
             records: dict[str, M] = {}
             stats: dict[str, StatKey] = {}
             parsed = 0
-            for entry in os.scandir(self.root):
+            for entry in list(os.scandir(self.root)):  # read fully: a broken file must not leak the fd
                 name = entry.name
                 if TEMP_MARK in name and name.startswith("."):
                     os.unlink(entry.path)  # a write that never returned
                     continue
                 if not name.endswith(_SUFFIX) or name.startswith("."):
                     continue
+                if not entry.is_file():
+                    raise CorruptData(entry.path, f"expected a {self.kind} file, found a directory or other")
                 id = name[: -len(_SUFFIX)]
                 key = _stat_key(entry.stat())
                 cached = index.get(name)
@@ -196,7 +205,7 @@ class YamlStore(Generic[M]):
 
     def _id(self, record: M) -> str:
         id = str(getattr(record, "id"))  # noqa: B009 - every stored model has an id
-        if not _ID_RE.match(id):
+        if not _ID_RE.fullmatch(id):
             raise InvalidInput(f"{self.kind} id {id!r} is not a valid id")
         return id
 
@@ -204,8 +213,14 @@ class YamlStore(Generic[M]):
         return self.root / f"{id}{_SUFFIX}"
 
     def _write(self, id: str, record: M) -> None:
+        if not self._loaded:
+            raise RuntimeError(f"{type(self).__name__}.load() must run before the first write")
         path = self._path(id)
-        write_atomic(path, dump_yaml(record.model_dump(mode="json")).encode())
+        try:
+            data = record.model_dump(mode="json")
+        except ValueError as exc:  # e.g. maps nested past pydantic's serialization depth
+            raise InvalidInput(f"{self.kind} {id!r} cannot be stored: {exc}") from None
+        write_atomic(path, dump_yaml(data).encode())
         self._stats[id] = _stat_key(path.stat())
         self._records[id] = record
 

@@ -34,11 +34,14 @@ TEMP_MARK = ".tmp-"
 def parse_yaml(text: bytes | str, path: str) -> Any:
     """Parse one YAML document; a syntax error names `path` and its line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise CorruptData(path, f"invalid YAML: {exc.problem or exc.context}", line) from exc
+        problem = f"{exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            problem += f", {exc.context} at line {exc.context_mark.line + 1}"  # where an open ' or [ began
+        raise CorruptData(path, f"invalid YAML: {problem}", line) from exc
     except yaml.YAMLError as exc:
         raise CorruptData(path, f"invalid YAML: {exc}") from exc
 
@@ -58,7 +61,7 @@ def line_of(text: bytes | str, loc: Sequence[str | int]) -> int | None:
     document cannot be composed at all.
     """
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node: yaml.Node | None = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError:
         return None
     line = node.start_mark.line + 1 if node is not None else None
@@ -75,7 +78,8 @@ def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                return value
+                found: yaml.Node = value
+                return found
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
         child: yaml.Node = node.value[part]
         return child
