@@ -22,19 +22,107 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egamenode.proto\x12\x0bgamenode.v1\"\x13\n\x11GetVersionRequest\"+\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t2T\n\nHubService\x12\x46\n\nGetVersion\x12\x1e.gamenode.v1.GetVersionRequest\x1a\x18.gamenode.v1.VersionInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egamenode.proto\x12\x0bgamenode.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x03\n\x0c\x41gentMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12#\n\x05hello\x18\n \x01(\x0b\x32\x12.gamenode.v1.HelloH\x00\x12+\n\theartbeat\x18\x0b \x01(\x0b\x32\x16.gamenode.v1.HeartbeatH\x00\x12,\n\x07metrics\x18\x0c \x01(\x0b\x32\x19.gamenode.v1.MetricsBatchH\x00\x12+\n\tinventory\x18\r \x01(\x0b\x32\x16.gamenode.v1.InventoryH\x00\x12.\n\x0b\x63ommand_ack\x18\x0e \x01(\x0b\x32\x17.gamenode.v1.CommandAckH\x00\x12\x34\n\x0epipeline_event\x18\x0f \x01(\x0b\x32\x1a.gamenode.v1.PipelineEventH\x00\x12*\n\tlog_chunk\x18\x10 \x01(\x0b\x32\x15.gamenode.v1.LogChunkH\x00\x12\x36\n\x0finstance_report\x18\x11 \x01(\x0b\x32\x1b.gamenode.v1.InstanceReportH\x00\x42\x06\n\x04\x62ody\"\xd6\x01\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12)\n\tinventory\x18\x05 \x01(\x0b\x32\x16.gamenode.v1.Inventory\x12\x1b\n\x13previous_session_id\x18\x06 \x01(\t\x12\x18\n\x10last_command_seq\x18\x07 \x01(\x04\x12\x19\n\x11\x66irst_unacked_seq\x18\x08 \x01(\x04\"`\n\tInventory\x12)\n\x08hardware\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07network\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\\\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tinstances\x18\x02 \x01(\r\x12\x0f\n\x07runtime\x18\x03 \x01(\t\";\n\x0cMetricsBatch\x12+\n\x07samples\x18\x01 \x03(\x0b\x32\x1a.gamenode.v1.MetricsSample\"\xd0\x02\n\rMetricsSample\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\r\n\x05load1\x18\x03 \x01(\x01\x12\r\n\x05load5\x18\x04 \x01(\x01\x12\x0e\n\x06load15\x18\x05 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x12\x19\n\x11memory_used_bytes\x18\x07 \x01(\x04\x12\x16\n\x0ememory_percent\x18\x08 \x01(\x01\x12&\n\x05\x64isks\x18\t \x03(\x0b\x32\x17.gamenode.v1.DiskSample\x12$\n\x04nets\x18\n \x03(\x0b\x32\x16.gamenode.v1.NetSample\x12$\n\x04gpus\x18\x0b \x03(\x0b\x32\x16.gamenode.v1.GpuSample\x12\x11\n\tinstances\x18\x0c \x01(\r\"\x8a\x01\n\nDiskSample\x12\r\n\x05mount\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07percent\x18\x04 \x01(\x01\x12\x18\n\x10read_bytes_per_s\x18\x05 \x01(\x01\x12\x19\n\x11write_bytes_per_s\x18\x06 \x01(\x01\"N\n\tNetSample\x12\x11\n\tinterface\x18\x01 \x01(\t\x12\x16\n\x0erx_bytes_per_s\x18\x02 \x01(\x01\x12\x16\n\x0etx_bytes_per_s\x18\x03 \x01(\x01\"\xa4\x01\n\tGpuSample\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1b\n\x13utilization_percent\x18\x03 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x19\n\x11memory_used_bytes\x18\x05 \x01(\x04\x12\x15\n\rtemperature_c\x18\x06 \x01(\x01\x12\x0f\n\x07power_w\x18\x07 \x01(\x01\"N\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\x9f\x01\n\rPipelineEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.gamenode.v1.StepState\x12\x10\n\x08progress\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x08LogChunk\x12\x0e\n\x06source\x18\x01 \x01(\t\x12#\n\x05lines\x18\x02 \x03(\x0b\x32\x14.gamenode.v1.LogLine\"N\n\x07LogLine\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"@\n\x0eInstanceReport\x12.\n\tinstances\x18\x01 \x03(\x0b\x32\x1b.gamenode.v1.InstanceStatus\"]\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\"\x99\x01\n\nHubMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x07welcome\x18\n \x01(\x0b\x32\x14.gamenode.v1.WelcomeH\x00\x12$\n\x03\x61\x63k\x18\x0b \x01(\x0b\x32\x15.gamenode.v1.EventAckH\x00\x12\'\n\x07\x63ommand\x18\x0c \x01(\x0b\x32\x14.gamenode.v1.CommandH\x00\x42\x06\n\x04\x62ody\"\x83\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x1b\n\x13metrics_interval_ms\x18\x04 \x01(\r\x12\x17\n\x0fresume_from_seq\x18\x05 \x01(\x04\"\x1d\n\x08\x45ventAck\x12\x11\n\tup_to_seq\x18\x01 \x01(\x04\"\x98\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12!\n\x04ping\x18\n \x01(\x0b\x32\x11.gamenode.v1.PingH\x00\x12\x30\n\x0crun_pipeline\x18\x0b \x01(\x0b\x32\x18.gamenode.v1.RunPipelineH\x00\x12,\n\ncancel_run\x18\x0c \x01(\x0b\x32\x16.gamenode.v1.CancelRunH\x00\x12\x38\n\x10\x63ontainer_action\x18\r \x01(\x0b\x32\x1c.gamenode.v1.ContainerActionH\x00\x12\x32\n\rconfig_update\x18\x0e \x01(\x0b\x32\x19.gamenode.v1.ConfigUpdateH\x00\x42\x08\n\x06\x61\x63tion\"3\n\x04Ping\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x0bRunPipeline\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rpipeline_yaml\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\"+\n\tCancelRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xea\x01\n\x0f\x43ontainerAction\x12\x33\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32#.gamenode.v1.ContainerAction.Action\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x03 \x01(\t\x12\x0c\n\x04tail\x18\x04 \x01(\r\"i\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x01\x12\x12\n\x0e\x41\x43TION_RESTART\x10\x02\x12\x11\n\rACTION_REMOVE\x10\x03\x12\x0f\n\x0b\x41\x43TION_LOGS\x10\x04\"\xb6\x01\n\x0c\x43onfigUpdate\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\x12\x1b\n\x13metrics_interval_ms\x18\x02 \x01(\r\x12\x39\n\x08settings\x18\x03 \x03(\x0b\x32\'.gamenode.v1.ConfigUpdate.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x13\n\x11GetVersionRequest\"+\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\"\x89\x04\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x10\n\x08location\x18\x06 \x01(\t\x12)\n\x08hardware\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07network\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\tresources\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07metrics\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x06labels\x18\x0b \x03(\x0b\x32\x1d.gamenode.v1.Node.LabelsEntry\x12\x0e\n\x06online\x18\x0c \x01(\x08\x12/\n\x0blast_online\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\x10ListNodesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x10\n\x08selector\x18\x04 \x01(\t\x12\t\n\x01q\x18\x05 \x01(\t\x12\x0c\n\x04sort\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0e\n\x06offset\x18\x08 \x01(\r\"D\n\x11ListNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.gamenode.v1.Node\x12\r\n\x05total\x18\x02 \x01(\r\"\x1c\n\x0eGetNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x18\n\x08NodeJson\x12\x0c\n\x04json\x18\x01 \x01(\t\"-\n\x11UpdateNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteNodeResponse\"E\n\x17UpdateNodeStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"%\n\x11WatchNodesRequest\x12\x10\n\x08selector\x18\x01 \x01(\t\"Q\n\nNodeUpdate\x12\x10\n\x08snapshot\x18\x01 \x01(\x08\x12 \n\x05nodes\x18\x02 \x03(\x0b\x32\x11.gamenode.v1.Node\x12\x0f\n\x07\x64\x65leted\x18\x03 \x03(\t\"z\n\x11GetMetricsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x0eMetricsHistory\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12+\n\x07samples\x18\x02 \x03(\x0b\x32\x1a.gamenode.v1.MetricsSample*\xba\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x06\x32Q\n\x0c\x41gentService\x12\x41\n\x07\x43onnect\x12\x19.gamenode.v1.AgentMessage\x1a\x17.gamenode.v1.HubMessage(\x01\x30\x01\x32\x81\x05\n\nHubService\x12\x46\n\nGetVersion\x12\x1e.gamenode.v1.GetVersionRequest\x1a\x18.gamenode.v1.VersionInfo\x12J\n\tListNodes\x12\x1d.gamenode.v1.ListNodesRequest\x1a\x1e.gamenode.v1.ListNodesResponse\x12\x39\n\x07GetNode\x12\x1b.gamenode.v1.GetNodeRequest\x1a\x11.gamenode.v1.Node\x12\x36\n\nCreateNode\x12\x15.gamenode.v1.NodeJson\x1a\x11.gamenode.v1.Node\x12?\n\nUpdateNode\x12\x1e.gamenode.v1.UpdateNodeRequest\x1a\x11.gamenode.v1.Node\x12J\n\nDeleteNode\x12\x1b.gamenode.v1.GetNodeRequest\x1a\x1f.gamenode.v1.DeleteNodeResponse\x12K\n\x10UpdateNodeStatus\x12$.gamenode.v1.UpdateNodeStatusRequest\x1a\x11.gamenode.v1.Node\x12G\n\nWatchNodes\x12\x1e.gamenode.v1.WatchNodesRequest\x1a\x17.gamenode.v1.NodeUpdate0\x01\x12I\n\nGetMetrics\x12\x1e.gamenode.v1.GetMetricsRequest\x1a\x1b.gamenode.v1.MetricsHistoryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gamenode_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETVERSIONREQUEST']._serialized_start=31
-  _globals['_GETVERSIONREQUEST']._serialized_end=50
-  _globals['_VERSIONINFO']._serialized_start=52
-  _globals['_VERSIONINFO']._serialized_end=95
-  _globals['_HUBSERVICE']._serialized_start=97
-  _globals['_HUBSERVICE']._serialized_end=181
+  _globals['_CONFIGUPDATE_SETTINGSENTRY']._loaded_options = None
+  _globals['_CONFIGUPDATE_SETTINGSENTRY']._serialized_options = b'8\001'
+  _globals['_NODE_LABELSENTRY']._loaded_options = None
+  _globals['_NODE_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_STEPSTATE']._serialized_start=4818
+  _globals['_STEPSTATE']._serialized_end=5004
+  _globals['_AGENTMESSAGE']._serialized_start=95
+  _globals['_AGENTMESSAGE']._serialized_end=505
+  _globals['_HELLO']._serialized_start=508
+  _globals['_HELLO']._serialized_end=722
+  _globals['_INVENTORY']._serialized_start=724
+  _globals['_INVENTORY']._serialized_end=820
+  _globals['_HEARTBEAT']._serialized_start=822
+  _globals['_HEARTBEAT']._serialized_end=914
+  _globals['_METRICSBATCH']._serialized_start=916
+  _globals['_METRICSBATCH']._serialized_end=975
+  _globals['_METRICSSAMPLE']._serialized_start=978
+  _globals['_METRICSSAMPLE']._serialized_end=1314
+  _globals['_DISKSAMPLE']._serialized_start=1317
+  _globals['_DISKSAMPLE']._serialized_end=1455
+  _globals['_NETSAMPLE']._serialized_start=1457
+  _globals['_NETSAMPLE']._serialized_end=1535
+  _globals['_GPUSAMPLE']._serialized_start=1538
+  _globals['_GPUSAMPLE']._serialized_end=1702
+  _globals['_COMMANDACK']._serialized_start=1704
+  _globals['_COMMANDACK']._serialized_end=1782
+  _globals['_PIPELINEEVENT']._serialized_start=1785
+  _globals['_PIPELINEEVENT']._serialized_end=1944
+  _globals['_LOGCHUNK']._serialized_start=1946
+  _globals['_LOGCHUNK']._serialized_end=2009
+  _globals['_LOGLINE']._serialized_start=2011
+  _globals['_LOGLINE']._serialized_end=2089
+  _globals['_INSTANCEREPORT']._serialized_start=2091
+  _globals['_INSTANCEREPORT']._serialized_end=2155
+  _globals['_INSTANCESTATUS']._serialized_start=2157
+  _globals['_INSTANCESTATUS']._serialized_end=2250
+  _globals['_HUBMESSAGE']._serialized_start=2253
+  _globals['_HUBMESSAGE']._serialized_end=2406
+  _globals['_WELCOME']._serialized_start=2409
+  _globals['_WELCOME']._serialized_end=2540
+  _globals['_EVENTACK']._serialized_start=2542
+  _globals['_EVENTACK']._serialized_end=2571
+  _globals['_COMMAND']._serialized_start=2574
+  _globals['_COMMAND']._serialized_end=2854
+  _globals['_PING']._serialized_start=2856
+  _globals['_PING']._serialized_end=2907
+  _globals['_RUNPIPELINE']._serialized_start=2909
+  _globals['_RUNPIPELINE']._serialized_end=3023
+  _globals['_CANCELRUN']._serialized_start=3025
+  _globals['_CANCELRUN']._serialized_end=3068
+  _globals['_CONTAINERACTION']._serialized_start=3071
+  _globals['_CONTAINERACTION']._serialized_end=3305
+  _globals['_CONTAINERACTION_ACTION']._serialized_start=3200
+  _globals['_CONTAINERACTION_ACTION']._serialized_end=3305
+  _globals['_CONFIGUPDATE']._serialized_start=3308
+  _globals['_CONFIGUPDATE']._serialized_end=3490
+  _globals['_CONFIGUPDATE_SETTINGSENTRY']._serialized_start=3443
+  _globals['_CONFIGUPDATE_SETTINGSENTRY']._serialized_end=3490
+  _globals['_GETVERSIONREQUEST']._serialized_start=3492
+  _globals['_GETVERSIONREQUEST']._serialized_end=3511
+  _globals['_VERSIONINFO']._serialized_start=3513
+  _globals['_VERSIONINFO']._serialized_end=3556
+  _globals['_NODE']._serialized_start=3559
+  _globals['_NODE']._serialized_end=4080
+  _globals['_NODE_LABELSENTRY']._serialized_start=4035
+  _globals['_NODE_LABELSENTRY']._serialized_end=4080
+  _globals['_LISTNODESREQUEST']._serialized_start=4083
+  _globals['_LISTNODESREQUEST']._serialized_end=4223
+  _globals['_LISTNODESRESPONSE']._serialized_start=4225
+  _globals['_LISTNODESRESPONSE']._serialized_end=4293
+  _globals['_GETNODEREQUEST']._serialized_start=4295
+  _globals['_GETNODEREQUEST']._serialized_end=4323
+  _globals['_NODEJSON']._serialized_start=4325
+  _globals['_NODEJSON']._serialized_end=4349
+  _globals['_UPDATENODEREQUEST']._serialized_start=4351
+  _globals['_UPDATENODEREQUEST']._serialized_end=4396
+  _globals['_DELETENODERESPONSE']._serialized_start=4398
+  _globals['_DELETENODERESPONSE']._serialized_end=4418
+  _globals['_UPDATENODESTATUSREQUEST']._serialized_start=4420
+  _globals['_UPDATENODESTATUSREQUEST']._serialized_end=4489
+  _globals['_WATCHNODESREQUEST']._serialized_start=4491
+  _globals['_WATCHNODESREQUEST']._serialized_end=4528
+  _globals['_NODEUPDATE']._serialized_start=4530
+  _globals['_NODEUPDATE']._serialized_end=4611
+  _globals['_GETMETRICSREQUEST']._serialized_start=4613
+  _globals['_GETMETRICSREQUEST']._serialized_end=4735
+  _globals['_METRICSHISTORY']._serialized_start=4737
+  _globals['_METRICSHISTORY']._serialized_end=4815
+  _globals['_AGENTSERVICE']._serialized_start=5006
+  _globals['_AGENTSERVICE']._serialized_end=5087
+  _globals['_HUBSERVICE']._serialized_start=5090
+  _globals['_HUBSERVICE']._serialized_end=5731
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,349 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class StepState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_STATE_UNSPECIFIED: _ClassVar[StepState]
+    STEP_STATE_PENDING: _ClassVar[StepState]
+    STEP_STATE_RUNNING: _ClassVar[StepState]
+    STEP_STATE_SUCCEEDED: _ClassVar[StepState]
+    STEP_STATE_FAILED: _ClassVar[StepState]
+    STEP_STATE_SKIPPED: _ClassVar[StepState]
+    STEP_STATE_CANCELLED: _ClassVar[StepState]
+STEP_STATE_UNSPECIFIED: StepState
+STEP_STATE_PENDING: StepState
+STEP_STATE_RUNNING: StepState
+STEP_STATE_SUCCEEDED: StepState
+STEP_STATE_FAILED: StepState
+STEP_STATE_SKIPPED: StepState
+STEP_STATE_CANCELLED: StepState
+
+class AgentMessage(_message.Message):
+    __slots__ = ("seq", "hello", "heartbeat", "metrics", "inventory", "command_ack", "pipeline_event", "log_chunk", "instance_report")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ACK_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hello: Hello
+    heartbeat: Heartbeat
+    metrics: MetricsBatch
+    inventory: Inventory
+    command_ack: CommandAck
+    pipeline_event: PipelineEvent
+    log_chunk: LogChunk
+    instance_report: InstanceReport
+    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., metrics: _Optional[_Union[MetricsBatch, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., command_ack: _Optional[_Union[CommandAck, _Mapping]] = ..., pipeline_event: _Optional[_Union[PipelineEvent, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., instance_report: _Optional[_Union[InstanceReport, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("node_id", "credential", "agent_version", "capabilities", "inventory", "previous_session_id", "last_command_seq", "first_unacked_seq")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_COMMAND_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    credential: str
+    agent_version: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    inventory: Inventory
+    previous_session_id: str
+    last_command_seq: int
+    first_unacked_seq: int
+    def __init__(self, node_id: _Optional[str] = ..., credential: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., previous_session_id: _Optional[str] = ..., last_command_seq: _Optional[int] = ..., first_unacked_seq: _Optional[int] = ...) -> None: ...
+
+class Inventory(_message.Message):
+    __slots__ = ("hardware", "network")
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    hardware: _struct_pb2.Struct
+    network: _struct_pb2.Struct
+    def __init__(self, hardware: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., network: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("sent_at", "instances", "runtime")
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    sent_at: _timestamp_pb2.Timestamp
+    instances: int
+    runtime: str
+    def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instances: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
+
+class MetricsBatch(_message.Message):
+    __slots__ = ("samples",)
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[MetricsSample]
+    def __init__(self, samples: _Optional[_Iterable[_Union[MetricsSample, _Mapping]]] = ...) -> None: ...
+
+class MetricsSample(_message.Message):
+    __slots__ = ("at", "cpu_percent", "load1", "load5", "load15", "memory_total_bytes", "memory_used_bytes", "memory_percent", "disks", "nets", "gpus", "instances")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    LOAD1_FIELD_NUMBER: _ClassVar[int]
+    LOAD5_FIELD_NUMBER: _ClassVar[int]
+    LOAD15_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    NETS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    cpu_percent: float
+    load1: float
+    load5: float
+    load15: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_percent: float
+    disks: _containers.RepeatedCompositeFieldContainer[DiskSample]
+    nets: _containers.RepeatedCompositeFieldContainer[NetSample]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuSample]
+    instances: int
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_percent: _Optional[float] = ..., disks: _Optional[_Iterable[_Union[DiskSample, _Mapping]]] = ..., nets: _Optional[_Iterable[_Union[NetSample, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., instances: _Optional[int] = ...) -> None: ...
+
+class DiskSample(_message.Message):
+    __slots__ = ("mount", "total_bytes", "used_bytes", "percent", "read_bytes_per_s", "write_bytes_per_s")
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    READ_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    mount: str
+    total_bytes: int
+    used_bytes: int
+    percent: float
+    read_bytes_per_s: float
+    write_bytes_per_s: float
+    def __init__(self, mount: _Optional[str] = ..., total_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., percent: _Optional[float] = ..., read_bytes_per_s: _Optional[float] = ..., write_bytes_per_s: _Optional[float] = ...) -> None: ...
+
+class NetSample(_message.Message):
+    __slots__ = ("interface", "rx_bytes_per_s", "tx_bytes_per_s")
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    interface: str
+    rx_bytes_per_s: float
+    tx_bytes_per_s: float
+    def __init__(self, interface: _Optional[str] = ..., rx_bytes_per_s: _Optional[float] = ..., tx_bytes_per_s: _Optional[float] = ...) -> None: ...
+
+class GpuSample(_message.Message):
+    __slots__ = ("index", "name", "utilization_percent", "memory_total_bytes", "memory_used_bytes", "temperature_c", "power_w")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    utilization_percent: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    temperature_c: float
+    power_w: float
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., utilization_percent: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., temperature_c: _Optional[float] = ..., power_w: _Optional[float] = ...) -> None: ...
+
+class CommandAck(_message.Message):
+    __slots__ = ("command_id", "ok", "error", "duplicate")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    command_id: str
+    ok: bool
+    error: str
+    duplicate: bool
+    def __init__(self, command_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class PipelineEvent(_message.Message):
+    __slots__ = ("run_id", "step", "state", "progress", "message", "at")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    step: str
+    state: StepState
+    progress: int
+    message: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("source", "lines")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    def __init__(self, source: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("at", "level", "text")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    level: str
+    text: str
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class InstanceReport(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceStatus]
+    def __init__(self, instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ...) -> None: ...
+
+class InstanceStatus(_message.Message):
+    __slots__ = ("instance_id", "container_id", "state", "exit_code")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    container_id: str
+    state: str
+    exit_code: int
+    def __init__(self, instance_id: _Optional[str] = ..., container_id: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+
+class HubMessage(_message.Message):
+    __slots__ = ("seq", "welcome", "ack", "command")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    welcome: Welcome
+    ack: EventAck
+    command: Command
+    def __init__(self, seq: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[EventAck, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("session_id", "resumed", "heartbeat_interval_ms", "metrics_interval_ms", "resume_from_seq")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    resumed: bool
+    heartbeat_interval_ms: int
+    metrics_interval_ms: int
+    resume_from_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., resumed: _Optional[bool] = ..., heartbeat_interval_ms: _Optional[int] = ..., metrics_interval_ms: _Optional[int] = ..., resume_from_seq: _Optional[int] = ...) -> None: ...
+
+class EventAck(_message.Message):
+    __slots__ = ("up_to_seq",)
+    UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    up_to_seq: int
+    def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("command_id", "ping", "run_pipeline", "cancel_run", "container_action", "config_update")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    RUN_PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_RUN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    command_id: str
+    ping: Ping
+    run_pipeline: RunPipeline
+    cancel_run: CancelRun
+    container_action: ContainerAction
+    config_update: ConfigUpdate
+    def __init__(self, command_id: _Optional[str] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., run_pipeline: _Optional[_Union[RunPipeline, _Mapping]] = ..., cancel_run: _Optional[_Union[CancelRun, _Mapping]] = ..., container_action: _Optional[_Union[ContainerAction, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("sent_at",)
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RunPipeline(_message.Message):
+    __slots__ = ("run_id", "pipeline_yaml", "params", "instance_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_YAML_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    pipeline_yaml: str
+    params: _struct_pb2.Struct
+    instance_id: str
+    def __init__(self, run_id: _Optional[str] = ..., pipeline_yaml: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class CancelRun(_message.Message):
+    __slots__ = ("run_id", "reason")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    reason: str
+    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ContainerAction(_message.Message):
+    __slots__ = ("action", "instance_id", "container_id", "tail")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[ContainerAction.Action]
+        ACTION_STOP: _ClassVar[ContainerAction.Action]
+        ACTION_RESTART: _ClassVar[ContainerAction.Action]
+        ACTION_REMOVE: _ClassVar[ContainerAction.Action]
+        ACTION_LOGS: _ClassVar[ContainerAction.Action]
+    ACTION_UNSPECIFIED: ContainerAction.Action
+    ACTION_STOP: ContainerAction.Action
+    ACTION_RESTART: ContainerAction.Action
+    ACTION_REMOVE: ContainerAction.Action
+    ACTION_LOGS: ContainerAction.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    action: ContainerAction.Action
+    instance_id: str
+    container_id: str
+    tail: int
+    def __init__(self, action: _Optional[_Union[ContainerAction.Action, str]] = ..., instance_id: _Optional[str] = ..., container_id: _Optional[str] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class ConfigUpdate(_message.Message):
+    __slots__ = ("heartbeat_interval_ms", "metrics_interval_ms", "settings")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_ms: int
+    metrics_interval_ms: int
+    settings: _containers.ScalarMap[str, str]
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., metrics_interval_ms: _Optional[int] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetVersionRequest(_message.Message):
     __slots__ = ()
@@ -15,3 +356,140 @@ class VersionInfo(_message.Message):
     version: str
     api: str
     def __init__(self, version: _Optional[str] = ..., api: _Optional[str] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("id", "name", "model", "type", "status", "location", "hardware", "network", "resources", "metrics", "labels", "online", "last_online", "created_at", "updated_at")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ONLINE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    model: str
+    type: str
+    status: str
+    location: str
+    hardware: _struct_pb2.Struct
+    network: _struct_pb2.Struct
+    resources: _struct_pb2.Struct
+    metrics: _struct_pb2.Struct
+    labels: _containers.ScalarMap[str, str]
+    online: bool
+    last_online: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., location: _Optional[str] = ..., hardware: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., network: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resources: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., online: _Optional[bool] = ..., last_online: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("status", "type", "location", "selector", "q", "sort", "limit", "offset")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    type: str
+    location: str
+    selector: str
+    q: str
+    sort: str
+    limit: int
+    offset: int
+    def __init__(self, status: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., selector: _Optional[str] = ..., q: _Optional[str] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "total")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    total: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetNodeRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class NodeJson(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class UpdateNodeRequest(_message.Message):
+    __slots__ = ("id", "json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    json: str
+    def __init__(self, id: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
+
+class DeleteNodeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UpdateNodeStatusRequest(_message.Message):
+    __slots__ = ("id", "status", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WatchNodesRequest(_message.Message):
+    __slots__ = ("selector",)
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    def __init__(self, selector: _Optional[str] = ...) -> None: ...
+
+class NodeUpdate(_message.Message):
+    __slots__ = ("snapshot", "nodes", "deleted")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    snapshot: bool
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    deleted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetMetricsRequest(_message.Message):
+    __slots__ = ("node_id", "since", "until")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MetricsHistory(_message.Message):
+    __slots__ = ("node_id", "samples")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    samples: _containers.RepeatedCompositeFieldContainer[MetricsSample]
+    def __init__(self, node_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[MetricsSample, _Mapping]]] = ...) -> None: ...

@@ -25,8 +25,89 @@ if _version_not_supported:
     )
 
 
+class AgentServiceStub:
+    """--- agent stream -----------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Connect = channel.stream_stream(
+                '/gamenode.v1.AgentService/Connect',
+                request_serializer=gamenode__pb2.AgentMessage.SerializeToString,
+                response_deserializer=gamenode__pb2.HubMessage.FromString,
+                _registered_method=True)
+
+
+class AgentServiceServicer:
+    """--- agent stream -----------------------------------------------------------
+
+    """
+
+    def Connect(self, request_iterator, context):
+        """The first message must be `hello`; the hub answers `welcome`, or closes
+        the stream with UNAUTHENTICATED (bad credential) or INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=gamenode__pb2.AgentMessage.FromString,
+                    response_serializer=gamenode__pb2.HubMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gamenode.v1.AgentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gamenode.v1.AgentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentService:
+    """--- agent stream -----------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gamenode.v1.AgentService/Connect',
+            gamenode__pb2.AgentMessage.SerializeToString,
+            gamenode__pb2.HubMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class HubServiceStub:
-    """HubService is what consoles (the TUI, the CLI) talk to.
+    """--- consoles ---------------------------------------------------------------
+
     """
 
     def __init__(self, channel):
@@ -40,15 +121,106 @@ class HubServiceStub:
                 request_serializer=gamenode__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=gamenode__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/gamenode.v1.HubService/ListNodes',
+                request_serializer=gamenode__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+        self.GetNode = channel.unary_unary(
+                '/gamenode.v1.HubService/GetNode',
+                request_serializer=gamenode__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Node.FromString,
+                _registered_method=True)
+        self.CreateNode = channel.unary_unary(
+                '/gamenode.v1.HubService/CreateNode',
+                request_serializer=gamenode__pb2.NodeJson.SerializeToString,
+                response_deserializer=gamenode__pb2.Node.FromString,
+                _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/gamenode.v1.HubService/UpdateNode',
+                request_serializer=gamenode__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Node.FromString,
+                _registered_method=True)
+        self.DeleteNode = channel.unary_unary(
+                '/gamenode.v1.HubService/DeleteNode',
+                request_serializer=gamenode__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.DeleteNodeResponse.FromString,
+                _registered_method=True)
+        self.UpdateNodeStatus = channel.unary_unary(
+                '/gamenode.v1.HubService/UpdateNodeStatus',
+                request_serializer=gamenode__pb2.UpdateNodeStatusRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Node.FromString,
+                _registered_method=True)
+        self.WatchNodes = channel.unary_stream(
+                '/gamenode.v1.HubService/WatchNodes',
+                request_serializer=gamenode__pb2.WatchNodesRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.NodeUpdate.FromString,
+                _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/gamenode.v1.HubService/GetMetrics',
+                request_serializer=gamenode__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.MetricsHistory.FromString,
+                _registered_method=True)
 
 
 class HubServiceServicer:
-    """HubService is what consoles (the TUI, the CLI) talk to.
+    """--- consoles ---------------------------------------------------------------
+
     """
 
     def GetVersion(self, request, context):
         """GetVersion returns the hub's version and the wire API it speaks.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNode(self, request, context):
+        """The node as JSON (the seed's GameNode fields); answers the new node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNodeStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchNodes(self, request, context):
+        """A full snapshot of every node first, then batches of changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -61,6 +233,46 @@ def add_HubServiceServicer_to_server(servicer, server):
                     request_deserializer=gamenode__pb2.GetVersionRequest.FromString,
                     response_serializer=gamenode__pb2.VersionInfo.SerializeToString,
             ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=gamenode__pb2.ListNodesRequest.FromString,
+                    response_serializer=gamenode__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNode,
+                    request_deserializer=gamenode__pb2.GetNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.Node.SerializeToString,
+            ),
+            'CreateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNode,
+                    request_deserializer=gamenode__pb2.NodeJson.FromString,
+                    response_serializer=gamenode__pb2.Node.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=gamenode__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.Node.SerializeToString,
+            ),
+            'DeleteNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNode,
+                    request_deserializer=gamenode__pb2.GetNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.DeleteNodeResponse.SerializeToString,
+            ),
+            'UpdateNodeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNodeStatus,
+                    request_deserializer=gamenode__pb2.UpdateNodeStatusRequest.FromString,
+                    response_serializer=gamenode__pb2.Node.SerializeToString,
+            ),
+            'WatchNodes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNodes,
+                    request_deserializer=gamenode__pb2.WatchNodesRequest.FromString,
+                    response_serializer=gamenode__pb2.NodeUpdate.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=gamenode__pb2.GetMetricsRequest.FromString,
+                    response_serializer=gamenode__pb2.MetricsHistory.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'gamenode.v1.HubService', rpc_method_handlers)
@@ -70,7 +282,8 @@ def add_HubServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class HubService:
-    """HubService is what consoles (the TUI, the CLI) talk to.
+    """--- consoles ---------------------------------------------------------------
+
     """
 
     @staticmethod
@@ -90,6 +303,222 @@ class HubService:
             '/gamenode.v1.HubService/GetVersion',
             gamenode__pb2.GetVersionRequest.SerializeToString,
             gamenode__pb2.VersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/ListNodes',
+            gamenode__pb2.ListNodesRequest.SerializeToString,
+            gamenode__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetNode',
+            gamenode__pb2.GetNodeRequest.SerializeToString,
+            gamenode__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/CreateNode',
+            gamenode__pb2.NodeJson.SerializeToString,
+            gamenode__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/UpdateNode',
+            gamenode__pb2.UpdateNodeRequest.SerializeToString,
+            gamenode__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/DeleteNode',
+            gamenode__pb2.GetNodeRequest.SerializeToString,
+            gamenode__pb2.DeleteNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNodeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/UpdateNodeStatus',
+            gamenode__pb2.UpdateNodeStatusRequest.SerializeToString,
+            gamenode__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gamenode.v1.HubService/WatchNodes',
+            gamenode__pb2.WatchNodesRequest.SerializeToString,
+            gamenode__pb2.NodeUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetMetrics',
+            gamenode__pb2.GetMetricsRequest.SerializeToString,
+            gamenode__pb2.MetricsHistory.FromString,
             options,
             channel_credentials,
             insecure,
