@@ -1,0 +1,134 @@
+"""Agent settings, loaded once before the event loop starts.
+
+Order: explicit values (the CLI's flags) > environment (`GAMENODE_AGENT_<FIELD>`,
+e.g. `GAMENODE_AGENT_HUB`, `GAMENODE_AGENT_TOKEN=@/etc/gamenode/token`) > defaults.
+A plain dataclass rather than pydantic-settings: the agent stays small on nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "AgentSettings", "default_state_dir", "parse_hub", "read_token"]
+
+ENV_PREFIX = "GAMENODE_AGENT_"
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/gamenode-agent")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gamenode-agent"
+
+
+def parse_hub(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` → (host, port)."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"--hub: expected HOST:PORT, e.g. hub.example.net:7070 (got {value!r})")
+    return host, int(port)
+
+
+def read_token(value: str) -> str:
+    """The credential itself, or `@FILE`: the file's content without surrounding whitespace."""
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"--token: token file {path} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token: cannot read token file {path}: {exc}") from None
+        if not value.strip():
+            raise ConfigError(f"--token: token file {path} is empty")
+    value = value.strip()
+    if not value:
+        raise ConfigError("--token: the credential is empty")
+    return value
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    hub: str
+    """The hub's agent endpoint, `HOST:PORT`."""
+    node_id: str
+    token: str = field(repr=False)
+    """The node's credential (never logged, never in repr)."""
+    state_dir: Path = field(default_factory=default_state_dir)
+    once: bool = False
+    """Burst mode: connect once, report once, flush the outbox, exit (non-zero on any failure)."""
+    log_level: str = "info"
+    heartbeat_interval: float = 5.0
+    """Seconds between heartbeats until the hub's Welcome says otherwise."""
+    metrics_interval: float = 10.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    stable_after: float = 10.0
+    """A session that lasted this long (seconds) resets the reconnect backoff."""
+    welcome_timeout: float = 15.0
+    """Seconds to wait for the Welcome after sending Hello."""
+    once_ack_timeout: float = 10.0
+    """In burst mode: seconds to wait for the hub to ack the outbox."""
+    outbox_limit: int = 10_000
+    close_grace: float = 2.0
+    """Seconds to end the stream politely on the way out (half-close, then the hub's end of it)."""
+
+    def __post_init__(self) -> None:
+        parse_hub(self.hub)
+        if not self.node_id or any(c.isspace() for c in self.node_id):
+            raise ConfigError(f"--node-id: expected a non-empty id without spaces (got {self.node_id!r})")
+        if not self.token:
+            raise ConfigError("--token: the credential is empty")
+        for name in ("heartbeat_interval", "metrics_interval", "backoff_base", "welcome_timeout", "once_ack_timeout",
+                     "close_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0")
+        if self.backoff_cap < self.backoff_base:
+            raise ConfigError("backoff_cap: must be >= backoff_base")
+
+    @property
+    def hub_host(self) -> str:
+        return parse_hub(self.hub)[0]
+
+    @property
+    def target(self) -> str:
+        """The gRPC target for the hub address."""
+        host, port = parse_hub(self.hub)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **explicit: Any) -> AgentSettings:
+        """Settings from `explicit` (None values ignored) over `GAMENODE_AGENT_*` over defaults."""
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f.name, str(f.type), raw)
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        for required in ("hub", "node_id", "token"):
+            if required not in values:
+                flag = "--" + required.replace("_", "-")
+                raise ConfigError(f"{flag} is required (or set {ENV_PREFIX}{required.upper()})")
+        values["token"] = read_token(str(values["token"]))
+        return cls(**values)
+
+
+def _convert(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: expected a number (got {raw!r})") from None
+    return Path(raw) if kind == "Path" else raw
