@@ -1,7 +1,8 @@
 """The `gamenode` command.
 
-    gamenode hub  [--data-dir DIR] [--http-listen HOST:PORT]
-    gamenode demo [--data-dir DIR] [--http-listen HOST:PORT]
+    gamenode hub   [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
+    gamenode demo  [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
+    gamenode agent ...      (the node agent; its own flags, see `gamenode agent --help`)
     gamenode version
 
 Errors become one line on stderr and a non-zero exit; `GAMENODE_DEBUG=1`
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -30,6 +32,9 @@ DEMO_DATA_DIR = Path(".demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        return _run_agent(argv[1:])  # the agent parses its own flags
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("GAMENODE_LOG_LEVEL", "INFO").upper(),
@@ -52,13 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamenode", description="Operate a fleet of game-server nodes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    hub = sub.add_parser("hub", help="run the headless hub (REST API over the YAML stores)")
+    hub = sub.add_parser("hub", help="run the headless hub (gRPC for agents and consoles, REST API)")
     _hub_flags(hub)
     hub.set_defaults(handler=_run_hub)
 
     demo = sub.add_parser("demo", help="run a hub on a demo data dir seeded with a sample fleet")
     _hub_flags(demo, data_dir=DEMO_DATA_DIR)
     demo.set_defaults(handler=_run_demo)
+
+    sub.add_parser("agent", help="run the node agent (`gamenode agent --help` for its flags)", add_help=False)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"gamenode {VERSION}") or 0)
@@ -69,17 +76,19 @@ def _hub_flags(parser: argparse.ArgumentParser, data_dir: Path | None = None) ->
     parser.add_argument("--data-dir", type=Path, default=data_dir,
                         help="data directory (default: $GAMENODE_DATA_DIR or ~/.local/share/gamenode)")
     parser.add_argument("--http-listen", metavar="HOST:PORT", help="REST API address (default 127.0.0.1:8080)")
+    parser.add_argument("--grpc-listen", metavar="HOST:PORT",
+                        help="gRPC address for agents and consoles (default 127.0.0.1:7070)")
 
 
 def _run_hub(args: argparse.Namespace) -> int:
     from console.hub.server import Hub
     from console.settings import HubSettings
 
-    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen)
 
     def ready(hub: Hub) -> None:
         print(f"gamenode hub: REST API on {hub.http_url} (OpenAPI at {hub.http_url}/docs), "
-              f"data in {settings.data_dir}", flush=True)
+              f"gRPC on {hub.grpc_address}, data in {settings.data_dir}", flush=True)
 
     asyncio.run(Hub(settings).run(on_ready=ready))
     return 0
@@ -92,7 +101,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from console.settings import HubSettings
     from console.store import Stores
 
-    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen)
     stores = Stores.open(settings.data_dir)
     try:
         seeded = seed_demo(Services.over(stores))
@@ -103,17 +112,33 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"gamenode demo: {'seeded a sample fleet in' if seeded else 'using'} {settings.data_dir}")
         print(f"  REST API   {hub.http_url}/api/v1/nodes")
         print(f"  OpenAPI    {hub.http_url}/docs")
+        print(f"  gRPC       {hub.grpc_address}")
         print(f"  try        curl -s '{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
         print("  stop       Ctrl-C", flush=True)
 
     try:
         asyncio.run(Hub(settings).run(on_ready=ready))
     except ListenError as exc:
-        if args.http_listen or "GAMENODE_HTTP_LISTEN" in os.environ:
+        env = {"GAMENODE_HTTP_LISTEN", "GAMENODE_GRPC_LISTEN"} & set(os.environ)
+        if args.http_listen or args.grpc_listen or env:
             raise
-        print(f"gamenode demo: {exc.message}; using a free port instead", flush=True)
-        asyncio.run(Hub(settings.model_copy(update={"http_listen": "127.0.0.1:0"})).run(on_ready=ready))
+        print(f"gamenode demo: {exc.message}; using free ports instead", flush=True)
+        free = {"http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0"}
+        asyncio.run(Hub(settings.model_copy(update=free)).run(on_ready=ready))
     return 0
+
+
+def _run_agent(argv: list[str]) -> int:
+    """`gamenode agent ...`: the agent's own command line (`agent.cli.main`)."""
+    try:
+        module = importlib.import_module("agent.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("agent", "agent.cli"):
+            raise
+        print("gamenode: error: the node agent is not part of this installation (no agent.cli)", file=sys.stderr)
+        return 1
+    agent_main: Callable[[list[str] | None], int] = module.main
+    return agent_main(argv)
 
 
 if __name__ == "__main__":

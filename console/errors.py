@@ -7,9 +7,11 @@ Every error a person may see derives from `GamenodeError` and carries a stable
     GamenodeError              code "error"
     ├── NotFound               code "not_found"       an id that does not exist
     ├── Conflict               code "conflict"        duplicate id, illegal transition, busy record
+    │   └── AlreadyExists      code "conflict"        an id that is taken (gRPC tells it apart)
     ├── InvalidInput           code "invalid_input"   bad input, with field paths in `details`
     ├── Unauthorized           code "unauthorized"    missing or wrong credential
-    ├── Unavailable            code "unavailable"     a resource held elsewhere (locked data dir)
+    ├── Unavailable            code "unavailable"     a resource held elsewhere (locked data dir), no agent
+    ├── TimedOut               code "timeout"         an agent did not answer in time
     └── CorruptData            code "corrupt_data"    a file on disk that cannot be read back
 """
 
@@ -18,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AlreadyExists",
     "Conflict",
     "CorruptData",
     "FieldError",
     "GamenodeError",
     "InvalidInput",
     "NotFound",
+    "TimedOut",
     "Unauthorized",
     "Unavailable",
 ]
@@ -63,6 +67,10 @@ class Conflict(GamenodeError):
     code = "conflict"
 
 
+class AlreadyExists(Conflict):
+    """A record with that id exists already (HTTP 409 like any conflict; gRPC ALREADY_EXISTS)."""
+
+
 class InvalidInput(GamenodeError):
     code = "invalid_input"
 
@@ -79,6 +87,10 @@ class Unauthorized(GamenodeError):
 
 class Unavailable(GamenodeError):
     code = "unavailable"
+
+
+class TimedOut(GamenodeError):
+    code = "timeout"
 
 
 class CorruptData(GamenodeError):

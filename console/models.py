@@ -18,6 +18,7 @@ from console.semver import SemVer
 
 __all__ = [
     "ID_PATTERN",
+    "AgentCredential",
     "GameCard",
     "GameCardStatus",
     "GameNode",
@@ -132,6 +133,16 @@ class NodeHistory(Model):
 
     id: Id
     changes: list[StatusChange] = Field(default_factory=list)
+
+
+class AgentCredential(Model):
+    """A node agent's credential as the hub keeps it: the SHA-256 of the token, never the token."""
+
+    id: Id
+    """The node's id."""
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    """Hex SHA-256 of the token the hub issued."""
+    created_at: Timestamp = Field(default_factory=utcnow)
 
 
 # --- instances --------------------------------------------------------------

@@ -43,8 +43,16 @@ class HubSettings(BaseSettings):
     http_listen: str = "127.0.0.1:8080"
     """REST API address (`HOST:PORT`)."""
     grpc_listen: str = "127.0.0.1:7070"
-    """Agent and console gRPC address (served from the hub/agent issue on)."""
+    """Agent and console gRPC address (`HOST:PORT`)."""
     log_level: str = "info"
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    """Seconds between agent heartbeats in a small fleet; widened as the fleet grows (`heartbeat_rate`)."""
+    metrics_interval: float = Field(default=10.0, gt=0)
+    """Seconds between agent metrics samples in a small fleet; at least twice the heartbeat interval."""
+    heartbeat_rate: float = Field(default=2000.0, gt=0)
+    """Heartbeats per second the hub aims to stay under: with N agents the interval is at least N / rate."""
+    metrics_history: float = Field(default=3600.0, gt=0)
+    """Seconds of metrics history kept in memory per node (a ring of history / metrics interval samples)."""
 
     @field_validator("http_listen", "grpc_listen")
     @classmethod

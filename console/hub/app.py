@@ -1,11 +1,13 @@
-"""The hub's REST API as one FastAPI app over the services."""
+"""The hub's REST API as one FastAPI app over the services (and, in a hub, its agents)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from console.hub.api import gamecards, instances, nodes, platforms
+from console.hub.api import agents, gamecards, instances, nodes, platforms
 from console.hub.errors import install_error_handlers
+from console.hub.live import LiveState
+from console.hub.sessions import SessionRegistry
 from console.service import Services
 
 __all__ = ["create_app"]
@@ -13,7 +15,13 @@ __all__ = ["create_app"]
 VERSION = "0.1.0"
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(
+    services: Services, live: LiveState | None = None, registry: SessionRegistry | None = None
+) -> FastAPI:
+    """The app over `services`; `live` fills nodes' metrics, `registry` reaches agents (ping).
+
+    Without a registry (no gRPC side) the routes that need an agent answer 503.
+    """
     app = FastAPI(
         title="gamenode hub",
         version=VERSION,
@@ -21,8 +29,10 @@ def create_app(services: Services) -> FastAPI:
         "Errors are JSON: `{error, message, details}`.",
     )
     app.state.services = services
+    app.state.live = live or LiveState()
+    app.state.registry = registry
     install_error_handlers(app)
-    for module in (nodes, instances, gamecards, platforms):
+    for module in (nodes, agents, instances, gamecards, platforms):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["hub"], summary="Liveness")

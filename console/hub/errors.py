@@ -1,26 +1,38 @@
-"""Errors as HTTP answers, in one place.
+"""Errors as HTTP answers and as gRPC statuses, in one place.
 
 Every error answer has the same JSON shape:
 
     {"error": "not_found", "message": "node 'n9' not found", "details": []}
 
 `details` lists `{"path", "message"}` for invalid input. Bad input is a 4xx,
-never a 500.
+never a 500. Over gRPC the same error ends the call with `grpc_status(exc)`
+and the message as details.
+
+    code            HTTP   gRPC
+    not_found       404    NOT_FOUND
+    conflict        409    FAILED_PRECONDITION (ALREADY_EXISTS for AlreadyExists)
+    invalid_input   422    INVALID_ARGUMENT
+    unauthorized    401    UNAUTHENTICATED
+    unavailable     503    UNAVAILABLE
+    timeout         504    DEADLINE_EXCEEDED
+    corrupt_data    500    DATA_LOSS
+    error           500    INTERNAL
 """
 
 from __future__ import annotations
 
 import logging
 
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from console.errors import FieldError, GamenodeError, InvalidInput
+from console.errors import AlreadyExists, FieldError, GamenodeError, InvalidInput
 from console.validation import format_loc
 
-__all__ = ["HTTP_STATUS", "error_body", "install_error_handlers"]
+__all__ = ["GRPC_STATUS", "HTTP_STATUS", "error_body", "grpc_status", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +42,27 @@ HTTP_STATUS: dict[str, int] = {
     "invalid_input": 422,
     "unauthorized": 401,
     "unavailable": 503,
+    "timeout": 504,
     "corrupt_data": 500,
     "error": 500,
 }
+
+GRPC_STATUS: dict[str, grpc.StatusCode] = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
+    "invalid_input": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "corrupt_data": grpc.StatusCode.DATA_LOSS,
+    "error": grpc.StatusCode.INTERNAL,
+}
+
+
+def grpc_status(exc: GamenodeError) -> grpc.StatusCode:
+    if isinstance(exc, AlreadyExists):
+        return grpc.StatusCode.ALREADY_EXISTS
+    return GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
 
 
 def error_body(code: str, message: str, details: list[FieldError] | None = None) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Request bodies of the REST API (answers are the models themselves)."""
+"""Request bodies of the REST API, and the answers that are not models themselves."""
 
 from __future__ import annotations
 
@@ -19,15 +19,18 @@ from console.models import (
 )
 
 __all__ = [
+    "AgentToken",
     "ConfigValue",
     "DefaultVersionBody",
     "InstanceStateBody",
     "InstanceUpdate",
     "LabelsPatch",
+    "MetricsHistory",
     "NodeBody",
     "NodeResources",
     "NodeStatusBody",
     "NodeUpdate",
+    "PingAnswer",
     "PlatformStateBody",
     "VersionStatusBody",
 ]
@@ -120,3 +123,25 @@ class ConfigValue(_Body):
 
 
 GameVersionBody = GameVersion
+
+
+# --- answers ----------------------------------------------------------------------
+
+
+class AgentToken(_Body):
+    """A node agent's new credential: shown this once, stored only as a hash."""
+
+    node_id: str
+    token: str
+
+
+class MetricsHistory(_Body):
+    node_id: str
+    samples: list[dict[str, Any]]
+    """Oldest first: `at`, `cpu_percent`, `load` [1, 5, 15 min], `memory_*`, `disks`, `nets`, `gpus`, `instances`."""
+
+
+class PingAnswer(_Body):
+    node_id: str
+    rtt_ms: float
+    """Hub → agent → hub, over the agent's stream."""

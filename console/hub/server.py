@@ -1,14 +1,17 @@
-"""The hub process: one asyncio program serving the REST API (and, from the
-hub/agent issue on, gRPC) over the stores of one data directory.
+"""The hub process: one asyncio program serving gRPC (agents and consoles) and the
+REST API over the stores of one data directory.
 
-`Hub.run()` opens and locks the data directory, binds, serves until `stop()`
-(SIGTERM/SIGINT call it), then closes the stores and releases the lock.
+`Hub.run()` opens and locks the data directory, binds both addresses (the
+REST one first), serves until `stop()` (SIGTERM/SIGINT call it), then stops
+accepting calls, closes the agent streams and watches, stops uvicorn, flushes
+the pending writes and closes the stores (leaving their index) and the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -16,19 +19,15 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 
-from console.errors import Unavailable
-from console.hub.app import create_app
+from console.hub.listen import ListenError, bind
+from console.hub.runtime import HubRuntime
 from console.service import Services
-from console.settings import HubSettings, parse_listen
+from console.settings import HubSettings
 from console.store import Stores
 
 __all__ = ["Hub", "ListenError"]
 
 log = logging.getLogger(__name__)
-
-
-class ListenError(Unavailable):
-    """The address to serve on cannot be bound (in use, not local, no permission)."""
 
 
 class _Server(uvicorn.Server):
@@ -40,23 +39,40 @@ class _Server(uvicorn.Server):
 
 
 class Hub:
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(self, settings: HubSettings, freeze_gc: bool = True) -> None:
         self.settings = settings
+        self.freeze_gc = freeze_gc
+        """`gc.freeze()` once serving: the objects of start-up are never scanned again (GC pauses)."""
         self.stores: Stores | None = None
+        self.runtime: HubRuntime | None = None
         self.http_url = ""
+        self.grpc_address = ""
         self._server: _Server | None = None
         self._stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Hub], None] | None = None) -> None:
         self.stores = Stores.open(self.settings.data_dir)
         try:
-            services = Services.over(self.stores)
-            sock = _bind(self.settings.http_listen)
+            sock = bind(self.settings.http_listen, "http listen address")
+            try:
+                await self._serve(Services.over(self.stores), sock, on_ready)
+            finally:
+                sock.close()
+        finally:
+            self.stores.close()
+            self.stores = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _serve(self, services: Services, sock: socket.socket, on_ready: Callable[[Hub], None] | None) -> None:
+        runtime = self.runtime = HubRuntime(services, self.settings)
+        try:
+            self.grpc_address = await runtime.start(self.settings.grpc_listen)
             host, port = sock.getsockname()[:2]
             self.http_url = f"http://{_url_host(host)}:{port}"
             config = uvicorn.Config(
-                create_app(services), log_level="warning", access_log=False, lifespan="off",
-                timeout_graceful_shutdown=5,
+                runtime.app(), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
             )
             self._server = _Server(config)
             self._install_signals()
@@ -66,41 +82,28 @@ class Hub:
             if serving.done():
                 serving.result()  # raises what stopped uvicorn from starting
                 return
-            log.debug("REST API on %s, data in %s", self.http_url, self.settings.data_dir)
+            log.debug("REST API on %s, gRPC on %s, data in %s", self.http_url, self.grpc_address,
+                      self.settings.data_dir)
             if on_ready:
                 on_ready(self)
+            if self.freeze_gc:
+                gc.collect()
+                gc.freeze()
             stop = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            await runtime.stop()  # agent streams first: uvicorn's shutdown waits for open requests (pings)
             self._server.should_exit = True
             await serving
-            stop.cancel()
         finally:
-            self.stores.close()
-            self.stores = None
-
-    def stop(self) -> None:
-        self._stopping.set()
+            await runtime.stop()
+            self.runtime = None
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-
-
-def _bind(listen: str) -> socket.socket:
-    host, port = parse_listen(listen, "http listen address")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {listen}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 def _url_host(host: str) -> str:

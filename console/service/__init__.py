@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from console.service.credentials import CredentialService
 from console.service.gamecards import GameCardQuery, GameCardService
 from console.service.instances import InstanceQuery, InstanceService, InstanceSpec, node_capacity
 from console.service.nodes import NodeQuery, NodeService
@@ -14,6 +15,7 @@ from console.service.selector import Selector
 from console.store import Stores
 
 __all__ = [
+    "CredentialService",
     "GameCardQuery",
     "GameCardService",
     "InstanceQuery",
@@ -38,6 +40,7 @@ class Services:
     instances: InstanceService
     gamecards: GameCardService
     platforms: PlatformService
+    credentials: CredentialService
 
     @classmethod
     def over(cls, stores: Stores) -> Services:
@@ -46,8 +49,10 @@ class Services:
         # not go away), so a check and the write it allows are one step.
         lock = threading.RLock()
         return cls(
-            nodes=NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock),
+            nodes=NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock,
+                              credentials=stores.credentials),
             instances=InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock),
             gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock),
             platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock),
+            credentials=CredentialService(stores.credentials, stores.nodes, lock=lock),
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from console.errors import Conflict, InvalidInput, NotFound
+from console.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from console.models import GameCard, GameCardStatus, GameVersion, Model, utcnow
 from console.semver import SemVer
 from console.service.query import Page, paginate, sort_records
@@ -128,7 +128,7 @@ class GameCardService:
         def change(card: GameCard) -> GameCard:
             new = SemVer.parse(version.version)
             if any(SemVer.parse(v.version) == new for v in card.versions):
-                raise Conflict(f"game card {id!r} already has version {version.version}")
+                raise AlreadyExists(f"game card {id!r} already has version {version.version}")
             return self._with(card, versions=[*card.versions, version])
 
         return self.gamecards.mutate(id, change)

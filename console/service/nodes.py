@@ -30,7 +30,7 @@ from console.errors import Conflict, InvalidInput
 from console.models import GameNode, Model, NodeHistory, NodeStatus, NodeType, StatusChange, utcnow
 from console.service.query import Page, paginate, sort_records
 from console.service.selector import Selector
-from console.store import InstanceStore, NodeHistoryStore, NodeStore
+from console.store import CredentialStore, InstanceStore, NodeHistoryStore, NodeStore
 from console.validation import validate
 
 __all__ = ["HISTORY_LIMIT", "TRANSITIONS", "NodeQuery", "NodeService"]
@@ -79,10 +79,13 @@ class NodeService:
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
         lock: threading.RLock | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.nodes = nodes
         self.history = history
         self.instances = instances
+        self.credentials = credentials
+        """Deleting a node revokes its agent credential."""
         self.clock = clock
         self._lock = lock or threading.RLock()
         """Held across check-and-write of anything that spans records (see `Services`)."""
@@ -164,6 +167,8 @@ class NodeService:
             if live:
                 raise Conflict(f"node {id!r} still has {len(live)} live instance(s): {', '.join(live[:10])}; "
                                "stop them first")
+            if self.credentials is not None and id in self.credentials:
+                self.credentials.delete(id)  # first: the agent's stream closes before the node goes
             node = self.nodes.delete(id)
             if id in self.history:
                 self.history.delete(id)
@@ -184,6 +189,50 @@ class NodeService:
                 id, lambda cur: cur.model_copy(update={"status": new, "updated_at": now})
             )
             self._record(id, old.status, new, actor, reason)
+        return node
+
+    def merge_inventory(
+        self, id: str, hardware: dict[str, Any] | None = None, network: dict[str, Any] | None = None
+    ) -> GameNode:
+        """Merge an agent's inventory into `hardware`/`network` (its top-level keys replace ours).
+
+        Written only when something changed, so a reconnecting agent costs no write.
+        """
+        def change(node: GameNode) -> GameNode:
+            new_hw = {**node.hardware, **(hardware or {})}
+            new_net = {**node.network, **(network or {})}
+            if new_hw == node.hardware and new_net == node.network:
+                return node
+            return validate(
+                GameNode, {**node.model_dump(), "hardware": new_hw, "network": new_net, "updated_at": self.clock()},
+                "node",
+            )
+
+        return self.nodes.mutate(id, change)
+
+    def set_connected(self, id: str, online: bool, reason: str, actor: str = "hub") -> GameNode:
+        """The agent stream's word: `online`, and the status that follows from it, in one write.
+
+        Connected: an offline node becomes online. Disconnected: an online or
+        ready node becomes offline. Maintenance stays. Nothing is written when
+        nothing changes; a status change is recorded in history with `reason`.
+        """
+        with self._lock:
+            old = self.nodes.get(id)
+            status = old.status
+            if online and status == NodeStatus.OFFLINE:
+                status = NodeStatus.ONLINE
+            elif not online and status in (NodeStatus.ONLINE, NodeStatus.READY):
+                status = NodeStatus.OFFLINE
+            if old.online == online and status == old.status:
+                return old
+            now = self.clock()
+            update: dict[str, Any] = {"status": status, "updated_at": now}
+            if old.online != online:
+                update.update(online=online, last_online=now)
+            node = self.nodes.mutate(id, lambda cur: cur.model_copy(update=update))
+            if status != old.status:
+                self._record(id, old.status, status, actor, reason)
         return node
 
     def set_online(self, id: str, online: bool) -> GameNode:

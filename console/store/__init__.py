@@ -6,6 +6,7 @@ Nothing here knows about gRPC, HTTP or Textual; services are the only writers.
 from __future__ import annotations
 
 from console.store.base import YamlStore
+from console.store.credential import CredentialStore
 from console.store.datadir import DataDir, DataDirLocked, Stores
 from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
@@ -13,6 +14,7 @@ from console.store.node import NodeHistoryStore, NodeStore
 from console.store.platform import PlatformStore
 
 __all__ = [
+    "CredentialStore",
     "DataDir",
     "DataDirLocked",
     "GameCardStore",

@@ -11,6 +11,11 @@ cannot be read back stops `load()` with its path and line and is left as it
 is. Leftover temp files (`.<id>.yaml.tmp-*`) belong to writes that never
 returned, so they are removed on load.
 
+Listeners (`subscribe`) hear of every record added, changed or deleted, right
+after the write, on the writer's thread and under the store's lock, so they
+hear of the changes of one record in the order they happened: a listener must
+be quick and must not write to the store (hand the work to a loop or queue).
+
 Parsing YAML is slow (~250 µs a record here), so `close()` leaves an index
 (`.index.json`) with each record's parsed data keyed by the file's inode,
 size, mtime and ctime. `load()` takes a record from the index only when all
@@ -32,7 +37,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from console.errors import Conflict, CorruptData, InvalidInput, NotFound
+from console.errors import AlreadyExists, CorruptData, InvalidInput, NotFound
 from console.models import ID_PATTERN
 from console.store.yamlio import TEMP_MARK, dump_yaml, fsync_dir, line_of, parse_yaml, write_atomic
 from console.validation import field_errors
@@ -69,6 +74,7 @@ class YamlStore(Generic[M]):
         self._stats: dict[str, StatKey] = {}
         self._lock = threading.RLock()
         self._loaded = False
+        self._listeners: tuple[Callable[[str, M | None], None], ...] = ()
 
     # --- reading ------------------------------------------------------------
 
@@ -104,8 +110,9 @@ class YamlStore(Generic[M]):
         id = self._id(record)
         with self._lock:
             if id in self._records:
-                raise Conflict(f"{self.kind} {id!r} already exists")
+                raise AlreadyExists(f"{self.kind} {id!r} already exists")
             self._write(id, record)
+            self._notify(id, record)
         return record
 
     def update(self, record: M) -> M:
@@ -114,12 +121,15 @@ class YamlStore(Generic[M]):
             if id not in self._records:
                 raise NotFound(self.kind, id)
             self._write(id, record)
+            self._notify(id, record)
         return record
 
     def put(self, record: M) -> M:
         """Add or replace."""
         with self._lock:
-            self._write(self._id(record), record)
+            id = self._id(record)
+            self._write(id, record)
+            self._notify(id, record)
         return record
 
     def delete(self, id: str) -> M:
@@ -129,6 +139,7 @@ class YamlStore(Generic[M]):
             fsync_dir(self.root)
             del self._records[id]
             self._stats.pop(id, None)
+            self._notify(id, None)
         return record
 
     def mutate(self, id: str, change: Callable[[M], M]) -> M:
@@ -144,7 +155,21 @@ class YamlStore(Generic[M]):
             if self._id(new) != id:
                 raise InvalidInput(f"{self.kind} id cannot change ({id!r} → {self._id(new)!r})")
             self._write(id, new)
+            self._notify(id, new)
         return new
+
+    # --- listening ----------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[str, M | None], None]) -> Callable[[], None]:
+        """Call `listener(id, record_or_None)` after every write or delete; returns the unsubscribe."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = tuple(fn for fn in self._listeners if fn is not listener)
+
+        return unsubscribe
 
     # --- load and save ------------------------------------------------------
 
@@ -208,6 +233,13 @@ class YamlStore(Generic[M]):
         if not _ID_RE.fullmatch(id):
             raise InvalidInput(f"{self.kind} id {id!r} is not a valid id")
         return id
+
+    def _notify(self, id: str, record: M | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(id, record)
+            except Exception:  # a listener's bug must not fail a write that is already on disk
+                log.exception("%s store listener failed for %r", self.kind, id)
 
     def _path(self, id: str) -> Path:
         return self.root / f"{id}{_SUFFIX}"

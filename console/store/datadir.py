@@ -7,6 +7,7 @@
       instances/<id>.yaml
       gamecards/<id>.yaml
       platforms/<id>.yaml
+      credentials/<id>.yaml   the SHA-256 of each node agent's token (0600, in a 0700 directory)
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from console.errors import Unavailable
+from console.store.base import YamlStore
+from console.store.credential import CredentialStore
 from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
 from console.store.node import NodeHistoryStore, NodeStore
@@ -76,12 +80,11 @@ class Stores:
     instances: InstanceStore
     gamecards: GameCardStore
     platforms: PlatformStore
-    _all: list[NodeStore | NodeHistoryStore | InstanceStore | GameCardStore | PlatformStore] = field(
-        init=False, repr=False
-    )
+    credentials: CredentialStore
+    _all: list[YamlStore[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms]
+        self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms, self.credentials]
 
     @classmethod
     def open(cls, path: Path) -> Stores:
@@ -95,6 +98,7 @@ class Stores:
                 InstanceStore(root / "instances"),
                 GameCardStore(root / "gamecards"),
                 PlatformStore(root / "platforms"),
+                CredentialStore(root / "credentials"),
             )
             for store in stores._all:
                 store.load()

@@ -4,6 +4,9 @@
 share it); `start_hub` starts more on a data directory of the test's choosing
 and kills whatever is still running when the test ends; `run_hub` runs one
 that is expected to exit on its own (a start-up failure).
+
+Helpers for the REST tests (`uid`, `create_node`, `assert_error`, ...) are in
+`rest_helpers.py`.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 """Seconds a hub may take to exit after SIGTERM."""
 
-_READY = re.compile(r"^gamenode hub: REST API on (http://\S+) ")
+_READY = re.compile(r"^gamenode hub: REST API on (http://\S+) .*\bgRPC on (\S+?), ")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def hub_command(data_dir: Path, listen: str = "127.0.0.1:0") -> list[str]:
-    return [sys.executable, "-m", "console.cli", "hub", "--data-dir", str(data_dir), "--http-listen", listen]
+def hub_command(data_dir: Path, listen: str = "127.0.0.1:0", grpc_listen: str = "127.0.0.1:0") -> list[str]:
+    return [sys.executable, "-m", "console.cli", "hub", "--data-dir", str(data_dir), "--http-listen", listen,
+            "--grpc-listen", grpc_listen]
 
 
 def hub_env() -> dict[str, str]:
@@ -43,7 +47,7 @@ def hub_env() -> dict[str, str]:
 
 
 class HubProcess:
-    """A `gamenode hub` child process and the URL it announced."""
+    """A `gamenode hub` child process, the URL and the gRPC address (`HOST:PORT`) it announced."""
 
     def __init__(self, data_dir: Path, stderr_path: Path) -> None:
         self.data_dir = data_dir
@@ -62,7 +66,7 @@ class HubProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
-        self.url = self._wait_ready()
+        self.url, self.grpc_address = self._wait_ready()
 
     @property
     def pid(self) -> int:
@@ -111,7 +115,7 @@ class HubProcess:
                 self._lines.put(line)
         self._lines.put(None)
 
-    def _wait_ready(self) -> str:
+    def _wait_ready(self) -> tuple[str, str]:
         deadline = time.monotonic() + READY_TIMEOUT
         problem = f"no 'REST API on' line within {READY_TIMEOUT:g}s"
         while (left := deadline - time.monotonic()) > 0:
@@ -124,7 +128,7 @@ class HubProcess:
                 break
             found = _READY.match(line)
             if found:
-                return found.group(1)
+                return found.group(1), found.group(2)
         self.kill()
         pytest.fail(
             f"hub on {self.data_dir} did not start: {problem} (exit code {self.proc.returncode})\n"

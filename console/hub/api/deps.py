@@ -1,4 +1,4 @@
-"""What every route needs: the services, the caller, list answers."""
+"""What every route needs: the services, the live state, the caller, list answers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request, Response
 
+from console.errors import Unavailable
+from console.hub.live import LiveState
+from console.hub.sessions import SessionRegistry
 from console.service import Page, Services
 
-__all__ = ["Actor", "Svc", "page_answer"]
+__all__ = ["Actor", "Live", "Registry", "Svc", "page_answer"]
 
 T = TypeVar("T")
 
@@ -18,12 +21,26 @@ def _services(request: Request) -> Services:
     return services
 
 
+def _live(request: Request) -> LiveState:
+    live: LiveState = request.app.state.live
+    return live
+
+
+def _registry(request: Request) -> SessionRegistry:
+    registry: SessionRegistry | None = request.app.state.registry
+    if registry is None:
+        raise Unavailable("this API is not served by a hub with agent streams")
+    return registry
+
+
 def _actor(x_gamenode_actor: Annotated[str | None, Header()] = None) -> str:
     """Who made the change, for node status history (API tokens name it later)."""
     return (x_gamenode_actor or "api")[:64]
 
 
 Svc = Annotated[Services, Depends(_services)]
+Live = Annotated[LiveState, Depends(_live)]
+Registry = Annotated[SessionRegistry, Depends(_registry)]
 Actor = Annotated[str, Depends(_actor)]
 
 

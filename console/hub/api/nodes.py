@@ -1,4 +1,8 @@
-"""The seed's six node endpoints, plus history, labels and resources."""
+"""The seed's six node endpoints, plus history, labels and resources.
+
+Nodes are answered with their live `metrics` and `resources` (the latest
+sample from their agent), which are never written to the node's record.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from console.hub.api.deps import Actor, Svc, page_answer
+from console.hub.api.deps import Actor, Live, Svc, page_answer
 from console.hub.schemas import LabelsPatch, NodeBody, NodeResources, NodeStatusBody, NodeUpdate
 from console.models import GameNode, Instance, StatusChange
 from console.service import InstanceQuery, NodeQuery, node_capacity
@@ -15,25 +19,27 @@ router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 
 
 @router.get("", summary="List nodes")
-def list_nodes(svc: Svc, response: Response, query: Annotated[NodeQuery, Query()]) -> list[GameNode]:
+def list_nodes(
+    svc: Svc, live: Live, response: Response, query: Annotated[NodeQuery, Query()]
+) -> list[GameNode]:
     """Filter by status, type, location, label `selector` (`region=eu,rack!=r3`) and free text `q`;
     `sort` by fields (`-status,name`), page with `limit`/`offset`. Total in `X-Total-Count`."""
-    return page_answer(svc.nodes.list_nodes(query), response)
+    return [live.overlay(n) for n in page_answer(svc.nodes.list_nodes(query), response)]
 
 
 @router.post("", status_code=201, summary="Create a node")
-def create_node(svc: Svc, body: NodeBody, actor: Actor) -> GameNode:
-    return svc.nodes.create_node(body.model_dump(exclude_unset=True), actor)
+def create_node(svc: Svc, live: Live, body: NodeBody, actor: Actor) -> GameNode:
+    return live.overlay(svc.nodes.create_node(body.model_dump(exclude_unset=True), actor))
 
 
 @router.get("/{node_id}", summary="Get a node")
-def get_node(svc: Svc, node_id: str) -> GameNode:
-    return svc.nodes.get_node(node_id)
+def get_node(svc: Svc, live: Live, node_id: str) -> GameNode:
+    return live.overlay(svc.nodes.get_node(node_id))
 
 
 @router.put("/{node_id}", summary="Update a node")
-def update_node(svc: Svc, node_id: str, body: NodeUpdate, actor: Actor) -> GameNode:
-    return svc.nodes.update_node(node_id, body.model_dump(exclude_unset=True), actor)
+def update_node(svc: Svc, live: Live, node_id: str, body: NodeUpdate, actor: Actor) -> GameNode:
+    return live.overlay(svc.nodes.update_node(node_id, body.model_dump(exclude_unset=True), actor))
 
 
 @router.delete("/{node_id}", status_code=204, summary="Delete a node")
@@ -43,9 +49,9 @@ def delete_node(svc: Svc, node_id: str) -> None:
 
 
 @router.put("/{node_id}/status", summary="Update a node's status")
-def update_node_status(svc: Svc, node_id: str, body: NodeStatusBody, actor: Actor) -> GameNode:
+def update_node_status(svc: Svc, live: Live, node_id: str, body: NodeStatusBody, actor: Actor) -> GameNode:
     """Follows the status state machine (409 for an illegal change); maintenance needs a reason."""
-    return svc.nodes.update_node_status(node_id, body.status, body.reason, actor)
+    return live.overlay(svc.nodes.update_node_status(node_id, body.status, body.reason, actor))
 
 
 @router.get("/{node_id}/history", summary="A node's status history")
@@ -54,8 +60,8 @@ def node_history(svc: Svc, node_id: str) -> list[StatusChange]:
 
 
 @router.patch("/{node_id}/labels", summary="Add, change or remove labels")
-def patch_labels(svc: Svc, node_id: str, body: LabelsPatch) -> GameNode:
-    return svc.nodes.update_labels(node_id, body.set, body.remove)
+def patch_labels(svc: Svc, live: Live, node_id: str, body: LabelsPatch) -> GameNode:
+    return live.overlay(svc.nodes.update_labels(node_id, body.set, body.remove))
 
 
 @router.get("/{node_id}/resources", summary="Capacity, reserved and free resources")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from console.errors import CorruptData, Unavailable
-from console.models import GameCard, GameNode, Instance, NodeHistory, Platform, StatusChange
+from console.models import AgentCredential, GameCard, GameNode, Instance, NodeHistory, Platform, StatusChange
 from console.store import DataDir, DataDirLocked, Stores
 
 REPO = Path(__file__).resolve().parents[4]
@@ -153,6 +153,7 @@ def _one_of_each(stores: Stores) -> dict[str, object]:
         "instances": Instance(id="i1", node_id="n1", created_at=T0, updated_at=T0),
         "gamecards": GameCard(id="g1", name="Game", created_at=T0, updated_at=T0),
         "platforms": Platform(id="p1", name="Platform", created_at=T0, updated_at=T0),
+        "credentials": AgentCredential(id="n1", sha256="ab" * 32, created_at=T0),
     }
     for attr, record in records.items():
         getattr(stores, attr).add(record)
@@ -165,9 +166,9 @@ def test_stores_open_loads_every_kind_and_close_releases_the_lock(tmp_path: Path
     written = _one_of_each(stores)
     stores.close()
     assert {p.name for p in path.iterdir()} == {
-        ".lock", "nodes", "node-history", "instances", "gamecards", "platforms",
+        ".lock", "nodes", "node-history", "instances", "gamecards", "platforms", "credentials",
     }
-    for sub in ("nodes", "node-history", "instances", "gamecards", "platforms"):
+    for sub in ("nodes", "node-history", "instances", "gamecards", "platforms", "credentials"):
         assert (path / sub / ".index.json").is_file()  # close() left an index for a quick start
 
     again = Stores.open(path)

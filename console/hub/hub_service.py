@@ -1,0 +1,160 @@
+"""`HubService`: what consoles (the TUI, the CLI) call, over the same services as the REST API.
+
+Nodes come with their live `metrics`/`resources` (`LiveState.overlay`), as in
+REST answers. Service calls run in a worker thread (they may write to disk or
+walk every node); errors end the call with the status `grpc_status` maps them
+to, in `console.hub.errors`. The caller named in the `x-gamenode-actor`
+metadata is recorded in status history (default "console").
+
+`WatchNodes` answers a snapshot of every node matching the selector, then
+batches of what changed (at most four a second, each node as it is now) and
+the ids that were deleted or no longer match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from google.protobuf import timestamp_pb2
+from grpc import aio
+
+from console.errors import GamenodeError, InvalidInput
+from console.hub.convert import API, node_to_pb
+from console.hub.errors import grpc_status
+from console.hub.live import LiveState
+from console.hub.watch import NodeFeed
+from console.models import GameNode
+from console.service import NodeQuery, Selector, Services
+from console.validation import validate
+from proto import gamenode_pb2 as pb
+from proto import gamenode_pb2_grpc as pb_grpc
+
+__all__ = ["HubServicer"]
+
+T = TypeVar("T")
+Context = aio.ServicerContext[Any, Any]
+
+SMALL_BATCH = 64
+"""Watch batches up to this many nodes are converted on the loop; bigger ones in a thread."""
+
+
+class HubServicer(pb_grpc.HubServiceServicer):
+    def __init__(self, services: Services, live: LiveState, feed: NodeFeed, version: str) -> None:
+        self.services = services
+        self.live = live
+        self.feed = feed
+        self.version = version
+
+    async def GetVersion(self, request: pb.GetVersionRequest, context: Context) -> pb.VersionInfo:
+        return pb.VersionInfo(version=self.version, api=API)
+
+    async def ListNodes(self, request: pb.ListNodesRequest, context: Context) -> pb.ListNodesResponse:
+        def run() -> pb.ListNodesResponse:
+            query = validate(NodeQuery, {
+                "status": request.status or None, "type": request.type or None,
+                "location": request.location or None, "selector": request.selector or None,
+                "q": request.q or None, "sort": request.sort or "id",
+                "limit": request.limit or None, "offset": request.offset,
+            }, "query")
+            page = self.services.nodes.list_nodes(query)
+            return pb.ListNodesResponse(nodes=[self._pb(n) for n in page.items], total=page.total)
+
+        return await _call(context, run)
+
+    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.Node:
+        return await _call(context, lambda: self._pb(self.services.nodes.get_node(request.id)))
+
+    async def CreateNode(self, request: pb.NodeJson, context: Context) -> pb.Node:
+        actor = _actor(context)
+        return await _call(context, lambda: self._pb(self.services.nodes.create_node(_object(request.json), actor)))
+
+    async def UpdateNode(self, request: pb.UpdateNodeRequest, context: Context) -> pb.Node:
+        actor = _actor(context)
+        return await _call(
+            context, lambda: self._pb(self.services.nodes.update_node(request.id, _object(request.json), actor))
+        )
+
+    async def DeleteNode(self, request: pb.GetNodeRequest, context: Context) -> pb.DeleteNodeResponse:
+        await _call(context, lambda: self.services.nodes.delete_node(request.id))
+        return pb.DeleteNodeResponse()
+
+    async def UpdateNodeStatus(self, request: pb.UpdateNodeStatusRequest, context: Context) -> pb.Node:
+        actor = _actor(context)
+        return await _call(context, lambda: self._pb(
+            self.services.nodes.update_node_status(request.id, request.status, request.reason, actor)
+        ))
+
+    async def GetMetrics(self, request: pb.GetMetricsRequest, context: Context) -> pb.MetricsHistory:
+        await _call(context, lambda: self.services.nodes.get_node(request.node_id))
+        since = _seconds(request.since) if request.HasField("since") else None
+        until = _seconds(request.until) if request.HasField("until") else None
+        return pb.MetricsHistory(node_id=request.node_id, samples=self.live.history(request.node_id, since, until))
+
+    async def WatchNodes(
+        self, request: pb.WatchNodesRequest, context: Context
+    ) -> AsyncIterator[pb.NodeUpdate]:
+        selector = await _call(context, lambda: Selector.parse(request.selector))
+        with self.feed.watch() as watcher:  # before the snapshot: no change falls in between
+            visible: set[str] = set()
+            yield await _call(context, lambda: self._snapshot(selector, visible))
+            while (ids := await watcher.next_batch()) is not None:
+                if len(ids) <= SMALL_BATCH:
+                    update = self._delta(ids, selector, visible)
+                else:
+                    update = await asyncio.to_thread(self._delta, ids, selector, visible)
+                if update.nodes or update.deleted:
+                    yield update
+
+    # --- internals --------------------------------------------------------------
+
+    def _pb(self, node: GameNode) -> pb.Node:
+        return node_to_pb(self.live.overlay(node))
+
+    def _snapshot(self, selector: Selector, visible: set[str]) -> pb.NodeUpdate:
+        nodes = [n for n in self.services.nodes.nodes.list() if selector.matches(n.labels)]
+        visible.update(n.id for n in nodes)
+        return pb.NodeUpdate(snapshot=True, nodes=[self._pb(n) for n in nodes])
+
+    def _delta(self, ids: set[str], selector: Selector, visible: set[str]) -> pb.NodeUpdate:
+        update = pb.NodeUpdate()
+        for node_id in sorted(ids):
+            node = self.services.nodes.nodes.find(node_id)
+            if node is not None and selector.matches(node.labels):
+                visible.add(node_id)
+                update.nodes.append(self._pb(node))
+            elif node_id in visible:  # deleted, or no longer matches
+                visible.discard(node_id)
+                update.deleted.append(node_id)
+        return update
+
+
+async def _call(context: Context, fn: Callable[[], T]) -> T:
+    """`fn()` in a worker thread; a gamenode error ends the call with its gRPC status."""
+    try:
+        return await asyncio.to_thread(fn)
+    except GamenodeError as exc:
+        await context.abort(grpc_status(exc), exc.message)
+
+
+def _actor(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-gamenode-actor" and isinstance(value, str) and value:
+            return value[:64]
+    return "console"
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"json: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"json: expected a JSON object of node fields, got {type(data).__name__}")
+    return data
+
+
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos * 1e-9

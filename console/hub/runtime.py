@@ -1,0 +1,113 @@
+"""The hub's live side over one set of services: sessions, live state, node feed, gRPC server.
+
+`HubRuntime` wires what both the hub process and the tests need: the session
+registry (agents), the live state (metrics), the node feed (watching
+consoles), the REST app that shows them, and the grpc.aio server that serves
+`AgentService` and `HubService`. Create it inside the running event loop
+(grpc.aio servers belong to the loop they were made in).
+
+gRPC server options (DESIGN.md, "grpc.aio at scale"): no BDP probing, a deep
+queue of pending streams for connect storms, client keepalive pings allowed
+every 20 s without calls and never punished, gzip, no port sharing (a second
+hub on the same port fails instead of splitting the agents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from fastapi import FastAPI
+from grpc import aio
+
+from console.hub.agent_service import AgentServicer
+from console.hub.app import VERSION, create_app
+from console.hub.hub_service import HubServicer
+from console.hub.listen import ListenError, check_bindable, host_port
+from console.hub.live import LiveState
+from console.hub.sessions import SessionRegistry
+from console.hub.watch import NodeFeed
+from console.service import Services
+from console.settings import HubSettings
+from proto import gamenode_pb2_grpc as pb_grpc
+
+__all__ = ["GRPC_OPTIONS", "HubRuntime"]
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.max_send_message_length", -1),  # a WatchNodes snapshot of a big fleet
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+
+class HubRuntime:
+    def __init__(
+        self, services: Services, settings: HubSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.services = services
+        self.settings = settings
+        self.live = LiveState(settings.metrics_history, settings.metrics_interval)
+        self.feed = NodeFeed(asyncio.get_running_loop())
+        self.registry = SessionRegistry(services, self.live, settings, clock=clock)
+        self.live.subscribe(self.feed.changed)
+        self._unsubscribe = services.nodes.nodes.subscribe(self.feed.changed_threadsafe)
+        self.server: aio.Server | None = None
+        self.grpc_address = ""
+        """`HOST:PORT` the gRPC server listens on (the real port when asked for port 0)."""
+        self._monitor: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def app(self) -> FastAPI:
+        """The REST API over the same services, live state and sessions."""
+        return create_app(self.services, live=self.live, registry=self.registry)
+
+    async def start(self, listen: str, monitor_period: float = 1.0) -> str:
+        """Serve gRPC on `listen` (port 0: a free one) and watch for silent agents; the address."""
+        host, port = check_bindable(listen, "grpc listen address")
+        server = aio.server(options=GRPC_OPTIONS, compression=grpc.Compression.Gzip)
+        pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            AgentServicer(self.registry, self.live, self.services.credentials), server
+        )
+        pb_grpc.add_HubServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            HubServicer(self.services, self.live, self.feed, VERSION), server
+        )
+        try:
+            bound = server.add_insecure_port(host_port(host, port))
+        except RuntimeError as exc:
+            raise ListenError(f"cannot listen on {listen} (gRPC): {exc}") from None
+        await server.start()
+        self.server = server
+        self.grpc_address = host_port(host, bound)
+        self._monitor = asyncio.create_task(self.registry.monitor(monitor_period))
+        log.debug("gRPC on %s", self.grpc_address)
+        return self.grpc_address
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, close agent streams and watches, flush the pending writes (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        stopping = asyncio.create_task(self.server.stop(grace)) if self.server is not None else None
+        await asyncio.sleep(0)  # the server stops accepting new calls first
+        self.feed.close()
+        await self.registry.close()
+        if stopping is not None:
+            await stopping
+        self._unsubscribe()
