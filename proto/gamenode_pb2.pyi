@@ -467,14 +467,16 @@ class WatchNodesRequest(_message.Message):
     def __init__(self, selector: _Optional[str] = ...) -> None: ...
 
 class NodeUpdate(_message.Message):
-    __slots__ = ("snapshot", "nodes", "deleted")
+    __slots__ = ("snapshot", "nodes", "deleted", "snapshot_done")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DONE_FIELD_NUMBER: _ClassVar[int]
     snapshot: bool
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     deleted: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, snapshot: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
+    snapshot_done: bool
+    def __init__(self, snapshot: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ..., snapshot_done: _Optional[bool] = ...) -> None: ...
 
 class GetMetricsRequest(_message.Message):
     __slots__ = ("node_id", "since", "until")

@@ -39,6 +39,8 @@ Context = aio.ServicerContext[Any, Any]
 
 SMALL_BATCH = 64
 """Watch batches up to this many nodes are converted on the loop; bigger ones in a thread."""
+SNAPSHOT_CHUNK = 500
+"""Nodes per snapshot message: ~0.5 MB, far below the 4 MB a default gRPC client accepts."""
 
 
 class HubServicer(pb_grpc.HubServiceServicer):
@@ -99,7 +101,8 @@ class HubServicer(pb_grpc.HubServiceServicer):
         selector = await _call(context, lambda: Selector.parse(request.selector))
         with self.feed.watch() as watcher:  # before the snapshot: no change falls in between
             visible: set[str] = set()
-            yield await _call(context, lambda: self._snapshot(selector, visible))
+            for chunk in await _call(context, lambda: self._snapshot(selector, visible)):
+                yield chunk
             while (ids := await watcher.next_batch()) is not None:
                 if len(ids) <= SMALL_BATCH:
                     update = self._delta(ids, selector, visible)
@@ -113,10 +116,15 @@ class HubServicer(pb_grpc.HubServiceServicer):
     def _pb(self, node: GameNode) -> pb.Node:
         return node_to_pb(self.live.overlay(node))
 
-    def _snapshot(self, selector: Selector, visible: set[str]) -> pb.NodeUpdate:
+    def _snapshot(self, selector: Selector, visible: set[str]) -> list[pb.NodeUpdate]:
         nodes = [n for n in self.services.nodes.nodes.list() if selector.matches(n.labels)]
         visible.update(n.id for n in nodes)
-        return pb.NodeUpdate(snapshot=True, nodes=[self._pb(n) for n in nodes])
+        chunks = [
+            pb.NodeUpdate(snapshot=True, nodes=[self._pb(n) for n in nodes[i : i + SNAPSHOT_CHUNK]])
+            for i in range(0, len(nodes), SNAPSHOT_CHUNK)
+        ] or [pb.NodeUpdate(snapshot=True)]
+        chunks[-1].snapshot_done = True
+        return chunks
 
     def _delta(self, ids: set[str], selector: Selector, visible: set[str]) -> pb.NodeUpdate:
         update = pb.NodeUpdate()

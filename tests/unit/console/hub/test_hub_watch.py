@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from console.hub import hub_service
 from console.hub.watch import NodeFeed
 from proto import gamenode_pb2 as pb
 
@@ -109,6 +110,7 @@ async def test_snapshot_then_changes_then_deletions(hub: Hub, watch: Any) -> Non
     updates = watch()
     snapshot = await updates.next()
     assert snapshot.snapshot and [n.id for n in snapshot.nodes] == ["a", "b"] and not snapshot.deleted
+    assert snapshot.snapshot_done
 
     create(hub, "c")
     hub.services.nodes.update_node("a", {"location": "Frankfurt"})
@@ -124,6 +126,24 @@ async def test_snapshot_then_changes_then_deletions(hub: Hub, watch: Any) -> Non
     hub.services.nodes.delete_node("b")
     delta = await updates.next()
     assert list(delta.deleted) == ["b"] and not delta.nodes
+
+
+async def test_a_big_snapshot_comes_in_chunks_and_says_where_it_ends(
+    hub: Hub, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_service, "SNAPSHOT_CHUNK", 2)
+    for node_id in ("a", "b", "c", "d", "e"):
+        create(hub, node_id)
+    updates = watch()
+    chunks = [await updates.next() for _ in range(3)]
+    assert [[n.id for n in c.nodes] for c in chunks] == [["a", "b"], ["c", "d"], ["e"]]
+    assert all(c.snapshot for c in chunks)
+    assert [c.snapshot_done for c in chunks] == [False, False, True]
+
+
+async def test_an_empty_fleet_still_gets_a_finished_snapshot(hub: Hub, watch: Any) -> None:
+    snapshot = await watch().next()
+    assert snapshot.snapshot and snapshot.snapshot_done and not snapshot.nodes
 
 
 async def test_a_selector_filters_and_nodes_leaving_it_are_deleted(hub: Hub, watch: Any) -> None:
