@@ -17,15 +17,16 @@ hear of the changes of one record in the order they happened: a listener must
 be quick and must not write to the store (hand the work to a loop or queue).
 
 Parsing YAML is slow (~250 µs a record here), so `close()` leaves an index
-(`.index.json`) with each record's parsed data keyed by the file's inode,
-size, mtime and ctime. `load()` takes a record from the index only when all
-four still match, and parses the YAML otherwise: the YAML files stay the
-truth, edited by hand or not, and the index is only ever a shortcut.
+(`.index.json`) with each record's parsed data keyed by a digest of its
+file's bytes. `load()` still reads every file (cheap), and takes a record from
+the index only when the digest matches, parsing the YAML otherwise: the YAML
+files stay the truth, edited by hand or not, and the index is only a shortcut.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import os
@@ -50,15 +51,14 @@ M = TypeVar("M", bound=BaseModel)
 
 _SUFFIX = ".yaml"
 _INDEX = ".index.json"
-_INDEX_VERSION = 1
 
-StatKey = tuple[int, int, int, int]
+_INDEX_VERSION = 2
 
 _ID_RE = re.compile(ID_PATTERN)
 
 
-def _stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def _digest(content: bytes) -> str:
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 class YamlStore(Generic[M]):
@@ -71,7 +71,8 @@ class YamlStore(Generic[M]):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._records: dict[str, M] = {}
-        self._stats: dict[str, StatKey] = {}
+        self._digests: dict[str, str] = {}
+        """What each record's file holds (a digest of its bytes), for the index."""
         self._lock = threading.RLock()
         self._loaded = False
         self._listeners: tuple[Callable[[str, M | None], None], ...] = ()
@@ -138,7 +139,7 @@ class YamlStore(Generic[M]):
             self._path(id).unlink(missing_ok=True)
             fsync_dir(self.root)
             del self._records[id]
-            self._stats.pop(id, None)
+            self._digests.pop(id, None)
             self._notify(id, None)
         return record
 
@@ -179,7 +180,7 @@ class YamlStore(Generic[M]):
             self.root.mkdir(parents=True, exist_ok=True)
             index = self._read_index()
             records: dict[str, M] = {}
-            stats: dict[str, StatKey] = {}
+            digests: dict[str, str] = {}
             parsed = 0
             for entry in list(os.scandir(self.root)):  # read fully: a broken file must not leak the fd
                 name = entry.name
@@ -191,15 +192,15 @@ class YamlStore(Generic[M]):
                 if not entry.is_file():
                     raise CorruptData(entry.path, f"expected a {self.kind} file, found a directory or other")
                 id = name[: -len(_SUFFIX)]
-                key = _stat_key(entry.stat())
-                cached = index.get(name)
-                record = self._from_index(cached, key, Path(entry.path))
+                content = Path(entry.path).read_bytes()
+                digest = _digest(content)
+                record = self._from_index(index.get(name), digest)
                 if record is None:
-                    record = self._read(Path(entry.path), id)
+                    record = self._parse(content, Path(entry.path), id)
                     parsed += 1
                 records[id] = record
-                stats[id] = key
-            self._records, self._stats = records, stats
+                digests[id] = digest
+            self._records, self._digests = records, digests
             self._loaded = True
             if parsed > 100 or (index and parsed):
                 self.write_index()  # the next start skips what was just parsed
@@ -219,9 +220,9 @@ class YamlStore(Generic[M]):
     def write_index(self) -> None:
         with self._lock:
             entries = {
-                id + _SUFFIX: [list(self._stats[id]), r.model_dump(mode="json")]
+                id + _SUFFIX: [self._digests[id], r.model_dump(mode="json")]
                 for id, r in self._records.items()
-                if id in self._stats
+                if id in self._digests
             }
             data = json.dumps({"version": _INDEX_VERSION, "records": entries}, separators=(",", ":"))
             write_atomic(self.root / _INDEX, data.encode())
@@ -252,12 +253,12 @@ class YamlStore(Generic[M]):
             data = record.model_dump(mode="json")
         except ValueError as exc:  # e.g. maps nested past pydantic's serialization depth
             raise InvalidInput(f"{self.kind} {id!r} cannot be stored: {exc}") from None
-        write_atomic(path, dump_yaml(data).encode())
-        self._stats[id] = _stat_key(path.stat())
+        content = dump_yaml(data).encode()
+        write_atomic(path, content)
+        self._digests[id] = _digest(content)
         self._records[id] = record
 
-    def _read(self, path: Path, id: str) -> M:
-        text = path.read_bytes()
+    def _parse(self, text: bytes, path: Path, id: str) -> M:
         data = parse_yaml(text, str(path))
         if not isinstance(data, dict):
             raise CorruptData(str(path), f"expected a mapping of {self.kind} fields, found {type(data).__name__}")
@@ -271,8 +272,8 @@ class YamlStore(Generic[M]):
             raise CorruptData(str(path), f"id {self._id(record)!r} does not match the file name", line_of(text, ["id"]))
         return record
 
-    def _from_index(self, cached: Any, key: StatKey, path: Path) -> M | None:
-        if not (isinstance(cached, list) and len(cached) == 2 and tuple(cached[0]) == key):
+    def _from_index(self, cached: Any, digest: str) -> M | None:
+        if not (isinstance(cached, list) and len(cached) == 2 and cached[0] == digest):
             return None
         try:
             return self.model.model_validate(cached[1])

@@ -22,13 +22,13 @@ INDEX = ".index.json"
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the files each load() parses from YAML."""
     names: list[str] = []
-    real = NodeStore._read
+    real = NodeStore._parse
 
-    def counting(self: NodeStore, path: Path, id: str) -> GameNode:
+    def counting(self: NodeStore, text: bytes, path: Path, id: str) -> GameNode:
         names.append(path.name)
-        return real(self, path, id)
+        return real(self, text, path, id)
 
-    monkeypatch.setattr(NodeStore, "_read", counting)
+    monkeypatch.setattr(NodeStore, "_parse", counting)
     return names
 
 
@@ -58,7 +58,7 @@ def _replace_file(path: Path, text: str) -> None:
 
 def test_close_writes_the_index(closed_store: NodeStore) -> None:
     data = json.loads((closed_store.root / INDEX).read_bytes())
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert set(data["records"]) == {f"n{i}.yaml" for i in range(5)}
 
 
@@ -117,6 +117,22 @@ def test_a_same_size_edit_in_a_new_file_is_parsed_again(closed_store: NodeStore,
     assert again.get("n2").name == "NODE N2"
 
 
+def test_a_same_size_edit_in_place_with_old_times_is_parsed_again(
+    closed_store: NodeStore, parses: list[str]
+) -> None:
+    """Same inode, same size, even the old mtime: only the bytes tell, and they are what counts."""
+    path = closed_store.root / "n3.yaml"
+    before = path.stat()
+    text = path.read_text()
+    edited = text.replace("name: node n3", "name: NODE N3")
+    with path.open("r+") as f:
+        f.write(edited)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = _fresh(closed_store)
+    assert parses == ["n3.yaml"]
+    assert again.get("n3").name == "NODE N3"
+
+
 def test_what_was_parsed_goes_into_the_index_for_next_time(
     closed_store: NodeStore, parses: list[str]
 ) -> None:
@@ -166,7 +182,7 @@ def test_the_index_follows_deletes(closed_store: NodeStore) -> None:
         b"",
         b"[]",
         b'{"version": 99, "records": {}}',
-        b'{"version": 1, "records": []}',
+        b'{"version": 2, "records": []}',
         b"\xff\xfe",
     ],
     ids=["truncated", "empty", "list", "other-version", "records-not-a-map", "not-utf8"],
