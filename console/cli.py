@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     _hub_flags(hub)
     hub.set_defaults(handler=_run_hub)
 
-    demo = sub.add_parser("demo", help="run a hub on a demo data dir seeded with a sample fleet")
+    demo = sub.add_parser("demo", help="run a hub and three local agents on a demo data dir with a sample fleet")
     _hub_flags(demo, data_dir=DEMO_DATA_DIR)
+    demo.add_argument("--no-agents", action="store_true", help="start no local agents")
     demo.set_defaults(handler=_run_demo)
 
     sub.add_parser("agent", help="run the node agent (`gamenode agent --help` for its flags)", add_help=False)
@@ -95,7 +96,7 @@ def _run_hub(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from console.hub.demo import seed_demo
+    from console.hub.demo import DemoAgents, seed_demo
     from console.hub.server import Hub, ListenError
     from console.service import Services
     from console.settings import HubSettings
@@ -104,12 +105,18 @@ def _run_demo(args: argparse.Namespace) -> int:
     settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen)
     stores = Stores.open(settings.data_dir)
     try:
-        seeded = seed_demo(Services.over(stores))
+        services = Services.over(stores)
+        seeded = seed_demo(services)
+        agents = None if args.no_agents else DemoAgents.prepare(services, settings.data_dir / "agents")
     finally:
         stores.close()
 
     def ready(hub: Hub) -> None:
         print(f"gamenode demo: {'seeded a sample fleet in' if seeded else 'using'} {settings.data_dir}")
+        if agents is not None:
+            agents.start(hub.grpc_address)
+            print(f"  agents     {len(agents.tokens)} local agents as {', '.join(agents.tokens)} "
+                  f"(logs in {agents.root}/*/agent.log)")
         print(f"  REST API   {hub.http_url}/api/v1/nodes")
         print(f"  OpenAPI    {hub.http_url}/docs")
         print(f"  gRPC       {hub.grpc_address}")
@@ -125,6 +132,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"gamenode demo: {exc.message}; using free ports instead", flush=True)
         free = {"http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0"}
         asyncio.run(Hub(settings.model_copy(update=free)).run(on_ready=ready))
+    finally:
+        if agents is not None:
+            agents.stop()
     return 0
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from console.models import InstanceState
 from console.service import Services
 
-__all__ = ["seed_demo"]
+__all__ = ["DEMO_AGENT_NODES", "DemoAgents", "seed_demo"]
 
 
 def _node(id: str, location: str, region: str, rack: str, cores: int, mem_gb: int, gpus: list[str],
@@ -88,3 +91,46 @@ def seed_demo(services: Services) -> bool:
         services.instances.transition(running.id, state)
     services.instances.create_instance({"id": "world-us-1", "node_id": "us-iad-01", "game": "open-world"})
     return True
+
+
+DEMO_AGENT_NODES = ("eu-fra-01", "eu-fra-02", "us-iad-01")
+"""Nodes the demo's local agents stand in for (all three run on this machine)."""
+
+
+class DemoAgents:
+    """Real agent processes on this machine, one per demo node, logging to files."""
+
+    def __init__(self, root: Path, tokens: dict[str, str]) -> None:
+        self.root = root
+        self.tokens = tokens
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @classmethod
+    def prepare(cls, services: Services, root: Path) -> DemoAgents:
+        """A fresh credential for each demo node (the previous run's stop working)."""
+        return cls(root, {node_id: services.credentials.issue(node_id) for node_id in DEMO_AGENT_NODES})
+
+    def start(self, hub_grpc: str) -> None:
+        for node_id, token in self.tokens.items():
+            home = self.root / node_id
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            token_file = home / "token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(token)
+            with (home / "agent.log").open("ab") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "agent", "--hub", hub_grpc, "--node-id", node_id,
+                     "--token", f"@{token_file}", "--state-dir", str(home / "state")],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                ))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
