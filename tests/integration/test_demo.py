@@ -53,7 +53,7 @@ def test_demo_brings_three_local_agents_online_and_stops_them_on_ctrl_c(tmp_path
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-        gone, alive = psutil.wait_procs(agents, timeout=15)
+        _, alive = psutil.wait_procs(agents, timeout=15)
         assert alive == []
     finally:
         if proc.poll() is None:
