@@ -261,6 +261,7 @@ def main() -> None:
                 time.sleep(gap)
             sampler.join()
             window = time.monotonic() - w0
+            online_after = int(api.get("/api/v1/nodes", params={"online": "true", "limit": 0}).headers["x-total-count"])
             heartbeats = (total(gens, "heartbeats") - hb0) / window
             per_agent_min = (lo_bytes() - b0) / max(total(gens, "connected"), 1) / (window / 60)
             usage = usage_box[0]
@@ -276,7 +277,8 @@ def main() -> None:
     print()
     print(f"{'figure':<36} {'value':>12}   target")
     print(f"{'agents connected (generators)':<36} {connected:>12}   {args.agents}")
-    print(f"{'nodes online (hub, REST)':<36} {online:>12}")
+    print(f"{'nodes online on disk, at connect':<36} {online:>12}")
+    print(f"{'nodes online on disk, after window':<36} {online_after:>12}   {args.agents}")
     print(f"{'streams dropped / refused':<36} {f'{dropped} / {refused}':>12}   0 / 0")
     print(f"{'hub RSS MB':<36} {usage.rss_mb:>12.0f}   < 1536")  # type: ignore[attr-defined]
     print(f"{'hub CPU % of a core':<36} {usage.cpu_percent:>12.1f}")  # type: ignore[attr-defined]
