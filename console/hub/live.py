@@ -179,8 +179,7 @@ class LiveState:
 
     def heartbeat(self, node_id: str, instances: int, runtime: str) -> None:
         entry = self.node(node_id)
-        if runtime != entry.runtime:
-            entry.runtime = runtime
+        entry.runtime = runtime
         if instances != entry.instances:
             entry.instances = instances
             self._changed(node_id)

@@ -48,7 +48,6 @@ GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_send_message_length", -1),  # a WatchNodes snapshot of a big fleet
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 )
 

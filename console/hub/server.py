@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 
-from console.hub.listen import ListenError, bind
+from console.hub.listen import ListenError, bind, host_port
 from console.hub.runtime import HubRuntime
 from console.service import Services
 from console.settings import HubSettings
@@ -70,7 +70,7 @@ class Hub:
         try:
             self.grpc_address = await runtime.start(self.settings.grpc_listen)
             host, port = sock.getsockname()[:2]
-            self.http_url = f"http://{_url_host(host)}:{port}"
+            self.http_url = f"http://{host_port(host, port)}"
             config = uvicorn.Config(
                 runtime.app(), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
             )
@@ -104,7 +104,3 @@ class Hub:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

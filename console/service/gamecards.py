@@ -18,6 +18,7 @@ from pydantic import Field
 from console.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from console.models import GameCard, GameCardStatus, GameVersion, Model, utcnow
 from console.semver import SemVer
+from console.service._input import client_fields, update_fields
 from console.service.query import Page, paginate, sort_records
 from console.service.selector import Selector
 from console.store import GameCardStore, InstanceStore, PlatformStore
@@ -26,7 +27,6 @@ from console.validation import validate
 __all__ = ["GameCardQuery", "GameCardService", "default_version", "sorted_versions"]
 
 SORT_FIELDS = frozenset({"id", "name", "platform", "created_at", "updated_at"})
-_SERVER_OWNED = ("created_at", "updated_at")
 
 
 def sorted_versions(card: GameCard) -> list[GameVersion]:
@@ -90,16 +90,14 @@ class GameCardService:
 
     def create_card(self, data: dict[str, Any]) -> GameCard:
         now = self.clock()
-        data = {k: v for k, v in data.items() if k not in _SERVER_OWNED}
+        data = client_fields(data)
         card = validate(GameCard, {**data, "created_at": now, "updated_at": now}, "game card")
         with self._lock:
             self._check(card)
             return self.gamecards.add(card)
 
     def update_card(self, id: str, changes: dict[str, Any]) -> GameCard:
-        changes = {k: v for k, v in changes.items() if k not in _SERVER_OWNED}
-        if changes.get("id", id) != id:
-            raise InvalidInput(f"id: cannot change a game card's id ({id!r} → {changes['id']!r})")
+        changes = update_fields("game card", id, changes)
 
         def change(old: GameCard) -> GameCard:
             card = validate(GameCard, {**old.model_dump(), **changes, "updated_at": self.clock()}, "game card")

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from console.errors import Conflict, InvalidInput
 from console.models import GameNode, Model, NodeHistory, NodeStatus, NodeType, StatusChange, utcnow
+from console.service._input import SERVER_TIMES, client_fields, update_fields
 from console.service.query import Page, paginate, sort_records
 from console.service.selector import Selector
 from console.store import CredentialStore, InstanceStore, NodeHistoryStore, NodeStore
@@ -51,7 +52,7 @@ SORT_FIELDS = frozenset(
 
 # Fields a client may send but the hub owns: accepted (a Go client sends its
 # whole struct back) and not taken from the request.
-_SERVER_OWNED = ("online", "last_online", "created_at", "updated_at")
+_SERVER_OWNED = ("online", "last_online", *SERVER_TIMES)
 
 
 class NodeQuery(Model):
@@ -121,7 +122,7 @@ class NodeService:
     # --- changes ------------------------------------------------------------
 
     def create_node(self, data: dict[str, Any], actor: str = "api") -> GameNode:
-        data = {k: v for k, v in data.items() if k not in _SERVER_OWNED}
+        data = client_fields(data, _SERVER_OWNED)
         if not data.get("status"):
             data["status"] = NodeStatus.OFFLINE  # a Go client sends "" for unset
         now = self.clock()
@@ -132,9 +133,7 @@ class NodeService:
 
     def update_node(self, id: str, changes: dict[str, Any], actor: str = "api") -> GameNode:
         """Replace the fields given in `changes`; a status change follows the state machine."""
-        changes = {k: v for k, v in changes.items() if k not in _SERVER_OWNED}
-        if changes.get("id", id) != id:
-            raise InvalidInput(f"id: cannot change a node's id ({id!r} → {changes['id']!r})")
+        changes = update_fields("node", id, changes, _SERVER_OWNED)
         if not changes.get("status"):
             changes.pop("status", None)
         with self._lock:

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from console.errors import Conflict, InvalidInput, NotFound
 from console.models import Model, Platform, PlatformState, utcnow
+from console.service._input import client_fields, update_fields
 from console.service.query import Page, paginate, sort_records
 from console.store import GameCardStore, InstanceStore, PlatformStore
 from console.validation import validate
@@ -18,7 +19,6 @@ from console.validation import validate
 __all__ = ["PlatformQuery", "PlatformService"]
 
 SORT_FIELDS = frozenset({"id", "name", "state", "pipeline", "created_at", "updated_at"})
-_SERVER_OWNED = ("created_at", "updated_at")
 
 
 class PlatformQuery(Model):
@@ -65,13 +65,11 @@ class PlatformService:
 
     def create_platform(self, data: dict[str, Any]) -> Platform:
         now = self.clock()
-        data = {k: v for k, v in data.items() if k not in _SERVER_OWNED}
+        data = client_fields(data)
         return self.platforms.add(validate(Platform, {**data, "created_at": now, "updated_at": now}, "platform"))
 
     def update_platform(self, id: str, changes: dict[str, Any]) -> Platform:
-        changes = {k: v for k, v in changes.items() if k not in _SERVER_OWNED}
-        if changes.get("id", id) != id:
-            raise InvalidInput(f"id: cannot change a platform's id ({id!r} → {changes['id']!r})")
+        changes = update_fields("platform", id, changes)
         return self.platforms.mutate(id, lambda old: self._with(old, **changes))
 
     def delete_platform(self, id: str) -> Platform:
