@@ -161,6 +161,41 @@ class HubServiceStub:
                 request_serializer=gamenode__pb2.GetMetricsRequest.SerializeToString,
                 response_deserializer=gamenode__pb2.MetricsHistory.FromString,
                 _registered_method=True)
+        self.StartRun = channel.unary_unary(
+                '/gamenode.v1.HubService/StartRun',
+                request_serializer=gamenode__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Run.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/gamenode.v1.HubService/GetRun',
+                request_serializer=gamenode__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Run.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/gamenode.v1.HubService/ListRuns',
+                request_serializer=gamenode__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/gamenode.v1.HubService/CancelRun',
+                request_serializer=gamenode__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Run.FromString,
+                _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/gamenode.v1.HubService/WatchRun',
+                request_serializer=gamenode__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Run.FromString,
+                _registered_method=True)
+        self.QueryLogs = channel.unary_unary(
+                '/gamenode.v1.HubService/QueryLogs',
+                request_serializer=gamenode__pb2.LogQuery.SerializeToString,
+                response_deserializer=gamenode__pb2.LogEntries.FromString,
+                _registered_method=True)
+        self.TailLogs = channel.unary_stream(
+                '/gamenode.v1.HubService/TailLogs',
+                request_serializer=gamenode__pb2.LogQuery.SerializeToString,
+                response_deserializer=gamenode__pb2.LogEntries.FromString,
+                _registered_method=True)
 
 
 class HubServiceServicer:
@@ -225,6 +260,52 @@ class HubServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRun(self, request, context):
+        """Pipeline runs: start one on a node, read, cancel, and follow one live
+        (its current state first, then every change until it is finished).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryLogs(self, request, context):
+        """Logs: a query over what the hub stored, and a live tail (lines as they
+        arrive; a slow reader gets a `dropped` count instead of blocking agents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +353,41 @@ def add_HubServiceServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=gamenode__pb2.GetMetricsRequest.FromString,
                     response_serializer=gamenode__pb2.MetricsHistory.SerializeToString,
+            ),
+            'StartRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=gamenode__pb2.StartRunRequest.FromString,
+                    response_serializer=gamenode__pb2.Run.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=gamenode__pb2.GetRunRequest.FromString,
+                    response_serializer=gamenode__pb2.Run.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=gamenode__pb2.ListRunsRequest.FromString,
+                    response_serializer=gamenode__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=gamenode__pb2.CancelRunRequest.FromString,
+                    response_serializer=gamenode__pb2.Run.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=gamenode__pb2.GetRunRequest.FromString,
+                    response_serializer=gamenode__pb2.Run.SerializeToString,
+            ),
+            'QueryLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryLogs,
+                    request_deserializer=gamenode__pb2.LogQuery.FromString,
+                    response_serializer=gamenode__pb2.LogEntries.SerializeToString,
+            ),
+            'TailLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailLogs,
+                    request_deserializer=gamenode__pb2.LogQuery.FromString,
+                    response_serializer=gamenode__pb2.LogEntries.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +635,195 @@ class HubService:
             '/gamenode.v1.HubService/GetMetrics',
             gamenode__pb2.GetMetricsRequest.SerializeToString,
             gamenode__pb2.MetricsHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/StartRun',
+            gamenode__pb2.StartRunRequest.SerializeToString,
+            gamenode__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetRun',
+            gamenode__pb2.GetRunRequest.SerializeToString,
+            gamenode__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/ListRuns',
+            gamenode__pb2.ListRunsRequest.SerializeToString,
+            gamenode__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/CancelRun',
+            gamenode__pb2.CancelRunRequest.SerializeToString,
+            gamenode__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gamenode.v1.HubService/WatchRun',
+            gamenode__pb2.GetRunRequest.SerializeToString,
+            gamenode__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/QueryLogs',
+            gamenode__pb2.LogQuery.SerializeToString,
+            gamenode__pb2.LogEntries.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gamenode.v1.HubService/TailLogs',
+            gamenode__pb2.LogQuery.SerializeToString,
+            gamenode__pb2.LogEntries.FromString,
             options,
             channel_credentials,
             insecure,
