@@ -3,6 +3,7 @@
     gamenode hub   [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
     gamenode demo  [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
     gamenode agent ...      (the node agent; its own flags, see `gamenode agent --help`)
+    gamenode pipeline validate FILE [FILE...]
     gamenode version
 
 Errors become one line on stderr and a non-zero exit; `GAMENODE_DEBUG=1`
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("agent", help="run the node agent (`gamenode agent --help` for its flags)", add_help=False)
 
+    pipeline = sub.add_parser("pipeline", help="work with pipeline files (config/pipeline/*.yaml)")
+    pipeline_sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    validate = pipeline_sub.add_parser("validate", help="check pipeline files; print every mistake with its line")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.set_defaults(handler=_validate_pipelines)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"gamenode {VERSION}") or 0)
     return parser
@@ -79,6 +86,30 @@ def _hub_flags(parser: argparse.ArgumentParser, data_dir: Path | None = None) ->
     parser.add_argument("--http-listen", metavar="HOST:PORT", help="REST API address (default 127.0.0.1:8080)")
     parser.add_argument("--grpc-listen", metavar="HOST:PORT",
                         help="gRPC address for agents and consoles (default 127.0.0.1:7070)")
+
+
+def _validate_pipelines(args: argparse.Namespace) -> int:
+    """`FILE: ok (N steps)`, or each problem on a line; exit 1 when any file has one (or cannot be read)."""
+    from agent.errors import PipelineError
+    from agent.pipeline.spec import load_pipeline
+
+    failed = False
+    for path in args.files:
+        try:
+            pipeline = load_pipeline(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            failed = True
+            print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        except UnicodeDecodeError as exc:
+            failed = True
+            print(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", file=sys.stderr)
+        except PipelineError as exc:
+            failed = True
+            for problem in exc.problems:
+                print(problem if problem.source and problem.line is not None else f"{path}: {problem}")
+        else:
+            print(f"{path}: ok ({len(pipeline.steps)} steps)")
+    return 1 if failed else 0
 
 
 def _run_hub(args: argparse.Namespace) -> int:

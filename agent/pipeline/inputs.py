@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "ACTIONS",
@@ -53,8 +53,11 @@ class ImagePull(Inputs):
 class DataFetch(Inputs):
     source: NonEmpty
     """An http(s) URL or an absolute path on the node."""
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-    """Checked before anything is extracted; a mismatch fails the step."""
+    sha256: Annotated[
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None,
+        BeforeValidator(lambda value: None if value == "" else value),
+    ] = None
+    """Checked before anything is extracted; a mismatch fails the step ("" or null: no check)."""
     dest: str = ""
     """Relative to the instance's data dir ("" = the data dir itself)."""
     extract: Literal["auto", "tar", "zip", "none"] = "auto"
