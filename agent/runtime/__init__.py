@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from agent.runtime.docker import INSTANCE_LABEL, ContainerRuntime, DockerRuntime
+from agent.runtime.docker import (
+    INSTANCE_LABEL,
+    MANAGED_LABEL,
+    NODE_LABEL,
+    RUN_LABEL,
+    ContainerInfo,
+    ContainerRuntime,
+    DockerRuntime,
+    PullResult,
+    PullTally,
+)
 
-__all__ = ["INSTANCE_LABEL", "ContainerRuntime", "DockerRuntime"]
+__all__ = [
+    "INSTANCE_LABEL",
+    "MANAGED_LABEL",
+    "NODE_LABEL",
+    "RUN_LABEL",
+    "ContainerInfo",
+    "ContainerRuntime",
+    "DockerRuntime",
+    "PullResult",
+    "PullTally",
+]
