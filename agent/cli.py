@@ -1,6 +1,7 @@
 """The agent's command line: `gamenode agent ...` and `python -m agent ...`.
 
     gamenode agent --hub HOST:PORT --node-id ID --token TOKEN|@FILE --state-dir DIR [--once] [--log-level LEVEL]
+                   [--data-dir DIR] [--allow-shell] [--port-range 20000-29999]
 
 Every flag may also come from the environment (`GAMENODE_AGENT_HUB`, ...).
 `--token @FILE` reads the credential from FILE (the form to use: a token on the
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         settings = AgentSettings.load(
             hub=args.hub, node_id=args.node_id, token=args.token, state_dir=args.state_dir,
-            once=args.once or None, log_level=args.log_level,
+            once=args.once or None, log_level=args.log_level, data_dir=args.data_dir,
+            allow_shell=args.allow_shell or None, port_range=args.port_range,
         )
         _setup_logging(settings.log_level)
         asyncio.run(_serve(settings))
@@ -92,5 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true",
                         help="burst mode: connect, report once, flush the outbox, exit (non-zero on failure)")
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    parser.add_argument("--data-dir", metavar="DIR", type=Path,
+                        help="where instances keep their files (default STATE_DIR/instances; $GAMENODE_AGENT_DATA_DIR)")
+    parser.add_argument("--allow-shell", action="store_true",
+                        help="let pipeline `shell` steps run commands on this node (off by default)")
+    parser.add_argument("--port-range", metavar="LOW-HIGH",
+                        help="host ports for game containers (default 20000-29999; $GAMENODE_AGENT_PORT_RANGE)")
     parser.add_argument("--version", action="version", version=f"gamenode agent {__version__}")
     return parser

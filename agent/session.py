@@ -15,6 +15,12 @@ One connection:
    added, and a receive loop (cumulative acks → outbox; commands → executed at
    most once per id, each answered with a `CommandAck` event).
 
+Pipelines and instances (`agent.pipeline.engine`, `agent.instances`): the
+session registers the run_pipeline, cancel_run and container_action commands,
+resumes unfinished runs when it starts, sends a full instance report on every
+connect, and stops both (runs stay resumable) when it stops. In burst mode
+runs are not resumed and containers are not watched.
+
 When the stream ends or fails the session backs off (full jitter, capped) and
 reconnects with `previous_session_id`. Metrics and heartbeats are volatile:
 nothing is collected or queued while disconnected. A credential the hub refuses
@@ -30,6 +36,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.json_format import MessageToDict
 
 from agent import __version__
 from agent.backoff import Backoff
@@ -38,9 +45,12 @@ from agent.collect.inventory import inventory
 from agent.collect.metrics import MetricsCollector
 from agent.commands import CommandExecutor, CommandHandler
 from agent.errors import HubRefused, HubUnavailable
+from agent.instances import InstanceWatcher
 from agent.log import node_logger
 from agent.outbox import EventBody, Outbox
-from agent.runtime.docker import ContainerRuntime, DockerRuntime
+from agent.pipeline.engine import PipelineRunner
+from agent.pipeline.ports import PortAllocator
+from agent.runtime.docker import DockerRuntime
 from agent.settings import AgentSettings
 from agent.state import CommandOutcome, StateStore
 from proto import gamenode_pb2 as pb
@@ -68,7 +78,7 @@ class AgentSession:
         self,
         settings: AgentSettings,
         *,
-        runtime: ContainerRuntime | None = None,
+        runtime: DockerRuntime | None = None,
         gpu: GpuCollector | None = None,
         collector: MetricsCollector | None = None,
         backoff: Backoff | None = None,
@@ -78,7 +88,10 @@ class AgentSession:
         self.store = StateStore(settings.state_dir)
         self.outbox = Outbox(self.store, settings.outbox_limit, self.log)
         self.commands = CommandExecutor(self.store, self.log)
-        self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime()
+        self.runtime = runtime if runtime is not None else DockerRuntime()
+        self.ports = PortAllocator(settings.state_dir, settings.port_range)
+        self.runner = PipelineRunner(self, settings, self.runtime, self.ports)
+        self.instances = InstanceWatcher(self, self.runtime, ports=self.ports, log=self.log)
         self.gpu = gpu if gpu is not None else GpuCollector()
         self._collector = collector
         self.backoff = backoff or Backoff(settings.backoff_base, settings.backoff_cap)
@@ -98,6 +111,9 @@ class AgentSession:
         self._welcomed = False
         self.commands.register("ping", self._on_ping)
         self.commands.register("config_update", self._on_config_update)
+        self.commands.register("run_pipeline", self._on_run_pipeline)
+        self.commands.register("cancel_run", self._on_cancel_run)
+        self.commands.register("container_action", self._on_container_action)
 
     # --- public API ------------------------------------------------------------
 
@@ -124,9 +140,13 @@ class AgentSession:
         """Connect and stay connected until `close()`; in burst mode connect once and raise on failure."""
         self.log.info("gamenode agent %s: hub %s, state dir %s%s", __version__, self.settings.target,
                       self.settings.state_dir, " (burst mode)" if self.settings.once else "")
+        watcher = None if self.settings.once else asyncio.create_task(self.instances.run(), name="instances")
         try:
+            if not self.settings.once:
+                self.runner.resume_unfinished()
             await self._until_stopped(self._connect_once() if self.settings.once else self._reconnect_forever())
         finally:
+            await self._stop_work(watcher)
             self._shutdown()
 
     # --- connection lifecycle --------------------------------------------------
@@ -216,7 +236,7 @@ class AgentSession:
     async def _hello(self) -> pb.Hello:
         inv = await asyncio.to_thread(inventory, self.gpu, self.settings.hub_host)
         docker = await asyncio.to_thread(self.runtime.count_instances)
-        capabilities = ["heartbeat", "metrics"]
+        capabilities = ["heartbeat", "metrics", "pipeline"]
         capabilities += ["nvml"] if self.gpu.available else []
         capabilities += ["docker"] if docker is not None else []
         state = self.store.state
@@ -241,10 +261,18 @@ class AgentSession:
             self.outbox.advance_to(welcome.resume_from_seq)
         self.connected = True
         self._welcomed = True
+        self.instances.report_now()
         self.backoff.reset()
         self.log.info("connected: session %s (%s), heartbeat %g s, metrics %g s, resending %d events",
                       welcome.session_id or "-", "resumed" if welcome.resumed else "new", self.heartbeat_interval,
                       self.metrics_interval, len(self.outbox))
+
+    async def _stop_work(self, watcher: asyncio.Task[None] | None) -> None:
+        """Stop following containers and stop the runs (they resume when the agent starts again)."""
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await self.runner.close()
 
     def _shutdown(self) -> None:
         self.outbox.checkpoint()
@@ -393,6 +421,18 @@ class AgentSession:
 
     async def _on_ping(self, command: pb.Command) -> CommandOutcome:
         return CommandOutcome(True)
+
+    async def _on_run_pipeline(self, command: pb.Command) -> CommandOutcome:
+        """Accept the run (persisted) and return: its progress goes out as events."""
+        run = command.run_pipeline
+        params: dict[str, Any] = MessageToDict(run.params)
+        return self.runner.start(run.run_id, run.pipeline_yaml, params, run.instance_id)
+
+    async def _on_cancel_run(self, command: pb.Command) -> CommandOutcome:
+        return self.runner.cancel(command.cancel_run.run_id, command.cancel_run.reason)
+
+    async def _on_container_action(self, command: pb.Command) -> CommandOutcome:
+        return await self.instances.container_action(command.container_action)
 
     async def _on_config_update(self, command: pb.Command) -> CommandOutcome:
         update = command.config_update

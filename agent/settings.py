@@ -1,8 +1,14 @@
 """Agent settings, loaded once before the event loop starts.
 
 Order: explicit values (the CLI's flags) > environment (`GAMENODE_AGENT_<FIELD>`,
-e.g. `GAMENODE_AGENT_HUB`, `GAMENODE_AGENT_TOKEN=@/etc/gamenode/token`) > defaults.
+e.g. `GAMENODE_AGENT_HUB`, `GAMENODE_AGENT_TOKEN=@/etc/gamenode/token`,
+`GAMENODE_AGENT_PORT_RANGE=20000-29999`) > defaults.
 A plain dataclass rather than pydantic-settings: the agent stays small on nodes.
+
+Pipelines: each instance's files live in `data_root / <instance id>` (a run
+without an instance: `data_root / <run id>`); `data_root` is `data_dir` when
+set, else `STATE_DIR/instances`. `shell` steps run only with `allow_shell`.
+Host ports for game containers come from `port_range` (inclusive).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from typing import Any
 
 from agent.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "AgentSettings", "default_state_dir", "parse_hub", "read_token"]
+__all__ = ["DEFAULT_PORT_RANGE", "ENV_PREFIX", "AgentSettings", "default_state_dir", "parse_hub", "parse_port_range",
+           "read_token"]
 
 ENV_PREFIX = "GAMENODE_AGENT_"
+DEFAULT_PORT_RANGE = (20000, 29999)
 
 
 def default_state_dir() -> Path:
@@ -34,6 +42,21 @@ def parse_hub(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise ConfigError(f"--hub: expected HOST:PORT, e.g. hub.example.net:7070 (got {value!r})")
     return host, int(port)
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """`LOW-HIGH` (inclusive, 1-65535, LOW <= HIGH) → (low, high)."""
+    low, sep, high = value.strip().partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ConfigError(f"--port-range: expected LOW-HIGH, e.g. 20000-29999 (got {value!r})")
+    return _check_port_range((int(low), int(high)))
+
+
+def _check_port_range(value: tuple[int, int]) -> tuple[int, int]:
+    low, high = value
+    if not 1 <= low <= high <= 65535:
+        raise ConfigError(f"--port-range: expected 1 <= LOW <= HIGH <= 65535 (got {low}-{high})")
+    return value
 
 
 def read_token(value: str) -> str:
@@ -79,6 +102,12 @@ class AgentSettings:
     outbox_limit: int = 10_000
     close_grace: float = 2.0
     """Seconds to end the stream politely on the way out (half-close, then the hub's end of it)."""
+    data_dir: Path | None = None
+    """Where instances keep their files (one dir per instance); None: `STATE_DIR/instances`."""
+    allow_shell: bool = False
+    """Whether pipeline `shell` steps may run commands on this node."""
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    """Host ports (inclusive) the agent hands out to game containers."""
 
     def __post_init__(self) -> None:
         parse_hub(self.hub)
@@ -92,6 +121,12 @@ class AgentSettings:
                 raise ConfigError(f"{name}: must be > 0")
         if self.backoff_cap < self.backoff_base:
             raise ConfigError("backoff_cap: must be >= backoff_base")
+        _check_port_range(self.port_range)
+
+    @property
+    def data_root(self) -> Path:
+        """The parent of every instance's data dir."""
+        return self.data_dir if self.data_dir is not None else self.state_dir / "instances"
 
     @property
     def hub_host(self) -> str:
@@ -118,6 +153,8 @@ class AgentSettings:
                 flag = "--" + required.replace("_", "-")
                 raise ConfigError(f"{flag} is required (or set {ENV_PREFIX}{required.upper()})")
         values["token"] = read_token(str(values["token"]))
+        if isinstance(values.get("port_range"), str):
+            values["port_range"] = parse_port_range(values["port_range"])
         return cls(**values)
 
 
@@ -131,4 +168,6 @@ def _convert(name: str, kind: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}: expected a number (got {raw!r})") from None
-    return Path(raw) if kind == "Path" else raw
+    if kind == "tuple[int, int]":
+        return parse_port_range(raw)
+    return Path(raw) if kind in ("Path", "Path | None") else raw

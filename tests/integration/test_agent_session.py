@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.commands import NOT_SUPPORTED
 from agent.errors import HubRefused, HubUnavailable
 from agent.session import AgentSession
 from agent.settings import AgentSettings
@@ -210,7 +209,7 @@ async def test_hello_then_heartbeats_and_metrics_at_the_welcomes_intervals(
 
     hello = hub.hellos[0]
     assert (hello.node_id, hello.credential, hello.agent_version) == ("node-1", TOKEN, "0.1.0")
-    assert {"heartbeat", "metrics"} <= set(hello.capabilities)
+    assert {"heartbeat", "metrics", "pipeline"} <= set(hello.capabilities)
     assert "docker" not in hello.capabilities
     assert (hello.previous_session_id, hello.last_command_seq, hello.first_unacked_seq) == ("", 0, 1)
     assert {"cpu", "memory_mb", "disks", "gpus", "hostname", "os", "kernel"} <= set(hello.inventory.hardware.keys())
@@ -285,7 +284,10 @@ async def test_a_duplicated_command_runs_once(served: Served, tmp_path: Path) ->
     assert runs == ["c-1"]
     assert acks[0] == pb.CommandAck(command_id="c-1", ok=True)
     assert acks[1] == pb.CommandAck(command_id="c-1", ok=True, duplicate=True)
-    assert acks[2] == pb.CommandAck(command_id="run-7", ok=False, error=NOT_SUPPORTED)
+    assert (acks[2].command_id, acks[2].ok) == ("run-7", False)  # an invalid pipeline: refused with the reason
+    assert acks[2].error.startswith("a pipeline is a mapping")
+    failed = [m.pipeline_event for m in hub.received("pipeline_event")]
+    assert [(e.run_id, e.state, e.message) for e in failed] == [("run-7", pb.STEP_STATE_FAILED, acks[2].error)]
     assert acks[3] == pb.CommandAck(command_id="cfg-1", ok=True)
     assert session.heartbeat_interval == 0.25
     assert all(m.seq > 0 for m in hub.received("command_ack"))
