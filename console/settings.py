@@ -53,6 +53,14 @@ class HubSettings(BaseSettings):
     """Heartbeats per second the hub aims to stay under: with N agents the interval is at least N / rate."""
     metrics_history: float = Field(default=3600.0, gt=0)
     """Seconds of metrics history kept in memory per node (a ring of history / metrics interval samples)."""
+    pipeline_dir: Path | None = None
+    """The named pipelines (`<name>.yaml`); default: `config/pipeline/` of the gamenode checkout."""
+    log_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    """Bytes a log file (per node and run, instance or agent) may hold before it is rotated to `.1`."""
+    log_keep: int = Field(default=5, ge=0)
+    """Rotated log files kept per source (`.1` … `.N`); older ones are deleted."""
+    log_retention: float = Field(default=7 * 86400.0, gt=0)
+    """Seconds log files are kept after their newest entry (swept hourly)."""
 
     @field_validator("http_listen", "grpc_listen")
     @classmethod
