@@ -35,13 +35,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One mistake in an input: where (`a.b[2].c`) and what."""
+    """One mistake in an input: where (`a.b[2].c`, and for YAML text its `line`) and what."""
 
     path: str
     message: str
+    line: int | None = None
+    """The line of YAML text (a pipeline) the mistake is on, when known."""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        where = f" (line {self.line})" if self.line is not None else ""
+        return f"{self.path}: {self.message}{where}" if self.path else f"{self.message}{where}"
 
 
 class GamenodeError(Exception):
@@ -64,7 +67,13 @@ class NotFound(GamenodeError):
 
 
 class Conflict(GamenodeError):
+    """A request that cannot be done in the present state; `details` may say why per record (`path` = its id)."""
+
     code = "conflict"
+
+    def __init__(self, message: str, details: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 class AlreadyExists(Conflict):

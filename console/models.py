@@ -1,4 +1,4 @@
-"""The records gamenode keeps: nodes, instances, game cards, platforms.
+"""The records gamenode keeps: nodes, instances, game cards, platforms, pipeline runs.
 
 `GameNode` has exactly the seed's fields and JSON/YAML names, so a client of
 the original Go service reads and writes it unchanged. Every record is frozen:
@@ -29,11 +29,17 @@ __all__ = [
     "NodeHistory",
     "NodeStatus",
     "NodeType",
+    "PipelineRun",
     "Platform",
     "PlatformState",
     "PortMapping",
     "Resources",
+    "RunInstanceMode",
+    "RunSecrets",
+    "RunState",
     "StatusChange",
+    "StepRecord",
+    "StepState",
     "utcnow",
 ]
 
@@ -298,3 +304,110 @@ class Platform(Model):
     state: PlatformState = PlatformState.ENABLED
     created_at: Timestamp = Field(default_factory=utcnow)
     updated_at: Timestamp = Field(default_factory=utcnow)
+
+
+# --- pipeline runs ----------------------------------------------------------
+
+
+class RunInstanceMode(StrEnum):
+    """How a run ties to an instance (the pipeline's `metadata.instance`)."""
+
+    CREATE = "create"
+    """The run creates its instance (resources reserved at start) and brings it up."""
+    STOP = "stop"
+    """The run stops an existing instance; success releases its resources."""
+    USE = "use"
+    """The run acts on an existing instance (upgrade, restart)."""
+    NONE = "none"
+
+
+class RunState(StrEnum):
+    """pending → dispatched → running → succeeded | failed; cancelling → cancelled (see `RunService`)."""
+
+    PENDING = "pending"
+    """Stored, its RunPipeline command not yet acked by the agent."""
+    DISPATCHED = "dispatched"
+    """The agent acked the command; no event from the run yet."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    """CancelRun sent; the agent stops the current step and runs the cleanup."""
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (StepState.PENDING, StepState.RUNNING)
+
+
+class StepRecord(Model):
+    """One step of a run as the agent reported it."""
+
+    name: str
+    action: str = ""
+    state: StepState = StepState.PENDING
+    progress: Annotated[int, Field(ge=0, le=100)] = 0
+    message: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """What it is doing, or (failed) why it failed."""
+    attempt: Annotated[int, Field(ge=0)] = 0
+    """1 for the first try, 2.. for retries; 0 until it runs."""
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    cleanup: bool = False
+    """An `on_failure` cleanup step."""
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    """What a succeeded step produced (container_id, ports, digest, ...)."""
+
+
+class PipelineRun(Model):
+    """One run of a pipeline on one node.
+
+    `params` never holds a secret param's value: those read `***` (see `RunSecrets`).
+    """
+
+    id: Id
+    """`run-<hex>`."""
+    node_id: Id
+    pipeline: Text
+    """The catalog name (`platform-start`), or `inline` for YAML given with the request."""
+    pipeline_yaml: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Resolved params (defaults filled in), secret values redacted as `***`."""
+    instance_id: Id | None = None
+    instance_mode: RunInstanceMode = RunInstanceMode.NONE
+    state: RunState = RunState.PENDING
+    error: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    created_by: Text = ""
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Why it was started."""
+    cancel_reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Why it was cancelled (set with the cancel request)."""
+
+    def step(self, name: str) -> StepRecord | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+class RunSecrets(Model):
+    """The real values of a run's secret params, kept (0600) only until its agent has the run."""
+
+    id: Id
+    """The run's id."""
+    params: dict[str, Any] = Field(default_factory=dict)

@@ -6,8 +6,11 @@
                                      ◄──    pending commands, resent in seq order
     heartbeat / metrics (seq 0)      ──►    last seen, live state (memory only)
     inventory                        ──►    merged into hardware/network, written if changed
-    reliable events (seq > 0)        ──►    duplicates (seq <= last handled) dropped, the rest handled;
-                                     ◄──    EventAck{up_to_seq} (cumulative, coalesced)
+    reliable events (seq > 0)        ──►    duplicates (seq <= last handled) dropped, the rest handled:
+                                            pipeline events → runs, container reports → instances (both
+                                            written on the run bridge's writer thread), log chunks → logs;
+                                     ◄──    EventAck{up_to_seq} (cumulative, coalesced; sent only when no
+                                            event's write is still in flight, so nothing acked is lost)
                                      ◄──    Command{command_id} with HubMessage.seq
     CommandAck                       ──►    resolves the command's future
 
@@ -29,8 +32,10 @@ import grpc
 from grpc import aio
 
 from console.hub.live import LiveState
+from console.hub.run_bridge import RunBridge
 from console.hub.sessions import ACK, CLOSE, Session, SessionRegistry
 from console.service import CredentialService
+from console.service.logs import LogService
 from proto import gamenode_pb2 as pb
 from proto import gamenode_pb2_grpc as pb_grpc
 
@@ -49,10 +54,17 @@ class _ProtocolError(Exception):
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, registry: SessionRegistry, live: LiveState, credentials: CredentialService) -> None:
+    def __init__(
+        self, registry: SessionRegistry, live: LiveState, credentials: CredentialService,
+        runs: RunBridge | None = None, logs: LogService | None = None,
+    ) -> None:
         self.registry = registry
         self.live = live
         self.credentials = credentials
+        self.runs = runs
+        """Applies pipeline events and container reports; None: kept in `live` only."""
+        self.logs = logs
+        """Stores log chunks; None: kept in `live` only."""
 
     async def Connect(self, request_iterator: Any, context: Context) -> None:
         hello = await self._hello(context)
@@ -141,9 +153,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         if seq == 0:
             session.log.warning("%s without a seq: handled, not acked", kind)
         elif not self.registry.accept_event(session, seq):
-            session.request_ack()  # a duplicate: acked again, not handled again
+            _ack(session)  # a duplicate: acked again, not handled again
             return
         node_id = session.node_id
+        written: asyncio.Future[Any] | None = None
         if kind == "command_ack":
             self.registry.command_acked(session, message.command_ack)
         elif kind == "pipeline_event":
@@ -151,11 +164,34 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             session.log.debug("pipeline event: run %s step %r state %d %d%% %s", event.run_id, event.step,
                               event.state, event.progress, event.message)
             self.live.add_pipeline_event(node_id, event)
+            written = self.runs.apply_event(node_id, event) if self.runs is not None else None
         elif kind == "log_chunk":
             session.log.debug("log chunk: %s, %d line(s)", message.log_chunk.source, len(message.log_chunk.lines))
             self.live.add_log_chunk(node_id, message.log_chunk)
+            if self.logs is not None:
+                self.logs.append(node_id, message.log_chunk)
         else:
-            session.log.debug("instance report: %d instance(s)", len(message.instance_report.instances))
-            self.live.add_instance_report(node_id, message.instance_report)
-        if seq:
-            session.request_ack()
+            report = message.instance_report
+            session.log.debug("instance report: %d instance(s)", len(report.instances))
+            self.live.add_instance_report(node_id, report)
+            written = self.runs.apply_report(node_id, report) if self.runs is not None else None
+        if written is not None:
+            _ack_when_written(session, written)
+        elif seq:
+            _ack(session)
+
+
+def _ack(session: Session) -> None:
+    """Ack what was handled, unless a write is still in flight (its completion acks)."""
+    if session.writes_in_flight == 0:
+        session.request_ack()
+
+
+def _ack_when_written(session: Session, written: asyncio.Future[Any]) -> None:
+    session.writes_in_flight += 1
+
+    def done(_: asyncio.Future[Any]) -> None:
+        session.writes_in_flight -= 1
+        _ack(session)
+
+    written.add_done_callback(done)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from console.hub.api import agents, gamecards, instances, nodes, platforms
+from console.hub.api import agents, gamecards, instances, nodes, pipelines, platforms, runs
+from console.hub.api import logs as logs_api
 from console.hub.errors import install_error_handlers
 from console.hub.live import LiveState
 from console.hub.sessions import SessionRegistry
 from console.service import Services
+from console.service.logs import LogService
 
 __all__ = ["create_app"]
 
@@ -16,11 +18,14 @@ VERSION = "0.1.0"
 
 
 def create_app(
-    services: Services, live: LiveState | None = None, registry: SessionRegistry | None = None
+    services: Services, live: LiveState | None = None, registry: SessionRegistry | None = None,
+    logs: LogService | None = None,
 ) -> FastAPI:
-    """The app over `services`; `live` fills nodes' metrics, `registry` reaches agents (ping).
+    """The app over `services`; `live` fills nodes' metrics, `registry` reaches agents (ping),
+    `logs` answers log queries.
 
-    Without a registry (no gRPC side) the routes that need an agent answer 503.
+    Without a registry (no gRPC side) the routes that need an agent answer 503 (starting a run
+    too: the run service has no dispatcher); without `logs`, the log routes do.
     """
     app = FastAPI(
         title="gamenode hub",
@@ -31,8 +36,9 @@ def create_app(
     app.state.services = services
     app.state.live = live or LiveState()
     app.state.registry = registry
+    app.state.logs = logs
     install_error_handlers(app)
-    for module in (nodes, agents, instances, gamecards, platforms):
+    for module in (nodes, agents, instances, gamecards, platforms, pipelines, runs, logs_api):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["hub"], summary="Liveness")

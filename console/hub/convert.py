@@ -1,4 +1,4 @@
-"""Between the models and the wire: `GameNode` ↔ `pb.Node`, metrics samples → JSON.
+"""Between the models and the wire: `GameNode` ↔ `pb.Node`, metrics samples → JSON, runs and their events.
 
 Every conversion between gamenode's records and protobuf messages lives here,
 so the REST answers and the gRPC answers say the same thing.
@@ -14,7 +14,8 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from console.models import GameNode
+from console.models import GameNode, PipelineRun, StepRecord, StepState
+from console.service.run_events import RunEvent
 from proto import gamenode_pb2 as pb
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "dict_from_struct",
     "node_from_pb",
     "node_to_pb",
+    "run_event_from_pb",
+    "run_to_pb",
     "sample_resources",
     "sample_time",
     "sample_to_dict",
@@ -193,3 +196,64 @@ def sample_resources(sample: pb.MetricsSample, instances: int | None = None) -> 
     if sample.gpus:
         out["gpu_utilization_percent"] = sum(g.utilization_percent for g in sample.gpus) / len(sample.gpus)
     return out
+
+
+# --- pipeline runs ----------------------------------------------------------------
+
+_STEP_FROM_PB: dict[pb.StepState, StepState] = {
+    pb.STEP_STATE_PENDING: StepState.PENDING,
+    pb.STEP_STATE_RUNNING: StepState.RUNNING,
+    pb.STEP_STATE_SUCCEEDED: StepState.SUCCEEDED,
+    pb.STEP_STATE_FAILED: StepState.FAILED,
+    pb.STEP_STATE_SKIPPED: StepState.SKIPPED,
+    pb.STEP_STATE_CANCELLED: StepState.CANCELLED,
+}
+_STEP_TO_PB: dict[StepState, pb.StepState] = {state: number for number, state in _STEP_FROM_PB.items()}
+
+
+def run_event_from_pb(event: pb.PipelineEvent) -> RunEvent:
+    """An agent's PipelineEvent as plain values (an unknown state becomes None: ignored)."""
+    return RunEvent(
+        run_id=event.run_id,
+        step=event.step,
+        state=_STEP_FROM_PB.get(event.state),
+        progress=event.progress,
+        message=event.message,
+        at=datetime_from_pb(event.at) if event.HasField("at") else None,
+        outputs=dict_from_struct(event.outputs) if event.HasField("outputs") else {},
+        attempt=event.attempt,
+        action=event.action,
+    )
+
+
+def run_to_pb(run: PipelineRun) -> pb.Run:
+    msg = pb.Run(
+        id=run.id,
+        node_id=run.node_id,
+        pipeline=run.pipeline,
+        instance_id=run.instance_id or "",
+        state=run.state.value,
+        error=run.error or "",
+        steps=[_step_to_pb(s) for s in run.steps],
+        created_at=timestamp(run.created_at),
+    )
+    if run.started_at is not None:
+        msg.started_at.CopyFrom(timestamp(run.started_at))
+    if run.finished_at is not None:
+        msg.finished_at.CopyFrom(timestamp(run.finished_at))
+    params = run.model_dump(mode="json", include={"params"})["params"]
+    if params:
+        msg.params.update(params)
+    return msg
+
+
+def _step_to_pb(step: StepRecord) -> pb.StepStatus:
+    msg = pb.StepStatus(
+        name=step.name, action=step.action, state=_STEP_TO_PB[step.state], progress=step.progress,
+        message=step.message, attempt=step.attempt, cleanup=step.cleanup,
+    )
+    if step.started_at is not None:
+        msg.started_at.CopyFrom(timestamp(step.started_at))
+    if step.finished_at is not None:
+        msg.finished_at.CopyFrom(timestamp(step.finished_at))
+    return msg

@@ -4,7 +4,8 @@ Every error answer has the same JSON shape:
 
     {"error": "not_found", "message": "node 'n9' not found", "details": []}
 
-`details` lists `{"path", "message"}` for invalid input. Bad input is a 4xx,
+`details` lists `{"path", "message"}` (and `line` for a pipeline's YAML) for invalid input, and for a conflict
+that has them (e.g. each node a placement rejected, `path` = the node id). Bad input is a 4xx,
 never a 500. Over gRPC the same error ends the call with `grpc_status(exc)`
 and the message as details.
 
@@ -29,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from console.errors import AlreadyExists, FieldError, GamenodeError, InvalidInput
+from console.errors import AlreadyExists, Conflict, FieldError, GamenodeError, InvalidInput
 from console.validation import format_loc
 
 __all__ = ["GRPC_STATUS", "HTTP_STATUS", "error_body", "grpc_status", "install_error_handlers"]
@@ -69,8 +70,15 @@ def error_body(code: str, message: str, details: list[FieldError] | None = None)
     return {
         "error": code,
         "message": message,
-        "details": [{"path": d.path, "message": d.message} for d in details or []],
+        "details": [_detail(d) for d in details or []],
     }
+
+
+def _detail(error: FieldError) -> dict[str, object]:
+    out: dict[str, object] = {"path": error.path, "message": error.message}
+    if error.line is not None:
+        out["line"] = error.line
+    return out
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -79,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = HTTP_STATUS.get(exc.code, 500)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        details = exc.details if isinstance(exc, InvalidInput) else None
+        details = exc.details if isinstance(exc, InvalidInput | Conflict) else None
         return JSONResponse(error_body(exc.code, exc.message, details), status_code=status)
 
     @app.exception_handler(RequestValidationError)

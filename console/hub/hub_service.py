@@ -9,11 +9,19 @@ metadata is recorded in status history (default "console").
 `WatchNodes` answers a snapshot of every node matching the selector, then
 batches of what changed (at most four a second, each node as it is now) and
 the ids that were deleted or no longer match.
+
+Runs: `StartRun`, `GetRun`, `ListRuns`, `CancelRun` as in REST. `WatchRun`
+answers the run as it is, then the run again after every change (steps,
+progress; a reader that falls behind gets the newest state, not every one in
+between) until it has finished, then ends. It is fed by the run service's
+listeners, never by polling. `QueryLogs` and `TailLogs` are in
+`console.hub.log_rpc`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -21,13 +29,15 @@ from typing import Any, TypeVar
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
-from console.errors import GamenodeError, InvalidInput
-from console.hub.convert import API, node_to_pb
+from console.errors import GamenodeError, InvalidInput, Unavailable
+from console.hub import log_rpc
+from console.hub.convert import API, dict_from_struct, node_to_pb, run_to_pb
 from console.hub.errors import grpc_status
 from console.hub.live import LiveState
 from console.hub.watch import NodeFeed
-from console.models import GameNode
-from console.service import NodeQuery, Selector, Services
+from console.models import GameNode, PipelineRun
+from console.service import NodeQuery, RunQuery, RunRequest, Selector, Services
+from console.service.logs import LogService
 from console.validation import validate
 from proto import gamenode_pb2 as pb
 from proto import gamenode_pb2_grpc as pb_grpc
@@ -44,11 +54,14 @@ SNAPSHOT_CHUNK = 500
 
 
 class HubServicer(pb_grpc.HubServiceServicer):
-    def __init__(self, services: Services, live: LiveState, feed: NodeFeed, version: str) -> None:
+    def __init__(
+        self, services: Services, live: LiveState, feed: NodeFeed, version: str, logs: LogService | None = None
+    ) -> None:
         self.services = services
         self.live = live
         self.feed = feed
         self.version = version
+        self.logs = logs
 
     async def GetVersion(self, request: pb.GetVersionRequest, context: Context) -> pb.VersionInfo:
         return pb.VersionInfo(version=self.version, api=API)
@@ -110,6 +123,77 @@ class HubServicer(pb_grpc.HubServiceServicer):
                     update = await asyncio.to_thread(self._delta, ids, selector, visible)
                 if update.nodes or update.deleted:
                     yield update
+
+    # --- runs -------------------------------------------------------------------
+
+    async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.Run:
+        actor = _actor(context)
+
+        def run() -> pb.Run:
+            params = dict_from_struct(request.params) if request.HasField("params") else {}
+            start = validate(RunRequest, {
+                "node_id": request.node_id, "pipeline": request.pipeline or None,
+                "yaml": request.pipeline_yaml or None, "params": params, "instance_id": request.instance_id or None,
+            }, "run")
+            return run_to_pb(self.services.runs.start_request(start, actor))
+
+        return await _call(context, run)
+
+    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.Run:
+        return await _call(context, lambda: run_to_pb(self.services.runs.get_run(request.run_id)))
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
+        def run() -> pb.ListRunsResponse:
+            query = validate(RunQuery, {
+                "node_id": request.node_id or None, "instance_id": request.instance_id or None,
+                "state": request.state or None, "limit": request.limit or None,
+            }, "query")
+            page = self.services.runs.list_runs(query)
+            return pb.ListRunsResponse(runs=[run_to_pb(r) for r in page.items], total=page.total)
+
+        return await _call(context, run)
+
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.Run:
+        actor = _actor(context)
+        return await _call(context, lambda: run_to_pb(
+            self.services.runs.cancel(request.run_id, request.reason, actor)))
+
+    async def WatchRun(self, request: pb.GetRunRequest, context: Context) -> AsyncIterator[pb.Run]:
+        loop = asyncio.get_running_loop()
+        changed: asyncio.Queue[PipelineRun] = asyncio.Queue()
+
+        def listener(run: PipelineRun) -> None:  # any thread, under the services' lock
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub has stopped
+                loop.call_soon_threadsafe(changed.put_nowait, run)
+
+        unsubscribe = await _call(
+            context, lambda: self.services.runs.subscribe(listener, request.run_id, current=True))
+        try:
+            while True:
+                run = await changed.get()
+                while not changed.empty():  # a slow reader gets the newest state
+                    run = changed.get_nowait()
+                yield run_to_pb(run)
+                if run.state.finished:
+                    return
+        finally:
+            unsubscribe()
+
+    # --- logs --------------------------------------------------------------------
+
+    async def QueryLogs(self, request: pb.LogQuery, context: Context) -> pb.LogEntries:
+        return await log_rpc.query_logs(await self._logs(context), request, context)
+
+    async def TailLogs(self, request: pb.LogQuery, context: Context) -> AsyncIterator[pb.LogEntries]:
+        async for entries in log_rpc.tail_logs(await self._logs(context), request, context):
+            yield entries
+
+    async def _logs(self, context: Context) -> LogService:
+        if self.logs is None:
+            exc = Unavailable("this hub does not collect logs")
+            await context.abort(grpc_status(exc), exc.message)
+        assert self.logs is not None
+        return self.logs
 
     # --- internals --------------------------------------------------------------
 

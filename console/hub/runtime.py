@@ -2,9 +2,14 @@
 
 `HubRuntime` wires what both the hub process and the tests need: the session
 registry (agents), the live state (metrics), the node feed (watching
-consoles), the REST app that shows them, and the grpc.aio server that serves
+consoles), the run bridge (pipeline runs to and from agents), the log and
+launch services, the REST app that shows them, and the grpc.aio server that serves
 `AgentService` and `HubService`. Create it inside the running event loop
 (grpc.aio servers belong to the loop they were made in).
+
+At start the run service gets its dispatcher and its pipeline catalog
+(`pipeline_dir`), and runs that no agent acked before the hub last stopped
+are dispatched again (`RunService.resume`).
 
 gRPC server options (DESIGN.md, "grpc.aio at scale"): no BDP probing, a deep
 queue of pending streams for connect storms, client keepalive pings allowed
@@ -27,12 +32,16 @@ from grpc import aio
 
 from console.hub.agent_service import AgentServicer
 from console.hub.app import VERSION, create_app
+from console.hub.containers import RegistryContainers
 from console.hub.hub_service import HubServicer
 from console.hub.listen import ListenError, check_bindable, host_port
 from console.hub.live import LiveState
+from console.hub.run_bridge import RunBridge
 from console.hub.sessions import SessionRegistry
 from console.hub.watch import NodeFeed
-from console.service import Services
+from console.service import PipelineCatalog, Services
+from console.service.launch import LaunchService
+from console.service.logs import LogService
 from console.settings import HubSettings
 from proto import gamenode_pb2_grpc as pb_grpc
 
@@ -63,6 +72,12 @@ class HubRuntime:
         self.registry = SessionRegistry(services, self.live, settings, clock=clock)
         self.live.subscribe(self.feed.changed)
         self._unsubscribe = services.nodes.nodes.subscribe(self.feed.changed_threadsafe)
+        self.runs = RunBridge(services, self.registry)
+        self.logs = LogService.from_settings(settings)
+        services.runs.catalog = PipelineCatalog(settings.pipeline_dir)
+        services.runs.dispatcher = self.runs
+        self.launch = LaunchService.over(services, services.runs, is_online=self.registry.connected,
+                                         agent=RegistryContainers(self.registry))
         self.server: aio.Server | None = None
         self.grpc_address = ""
         """`HOST:PORT` the gRPC server listens on (the real port when asked for port 0)."""
@@ -71,17 +86,19 @@ class HubRuntime:
 
     def app(self) -> FastAPI:
         """The REST API over the same services, live state and sessions."""
-        return create_app(self.services, live=self.live, registry=self.registry)
+        app = create_app(self.services, live=self.live, registry=self.registry, logs=self.logs)
+        app.state.launch = self.launch
+        return app
 
     async def start(self, listen: str, monitor_period: float = 1.0) -> str:
         """Serve gRPC on `listen` (port 0: a free one) and watch for silent agents; the address."""
         host, port = check_bindable(listen, "grpc listen address")
         server = aio.server(options=GRPC_OPTIONS, compression=grpc.Compression.Gzip)
         pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            AgentServicer(self.registry, self.live, self.services.credentials), server
+            AgentServicer(self.registry, self.live, self.services.credentials, self.runs, self.logs), server
         )
         pb_grpc.add_HubServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            HubServicer(self.services, self.live, self.feed, VERSION), server
+            HubServicer(self.services, self.live, self.feed, VERSION, self.logs), server
         )
         try:
             bound = server.add_insecure_port(host_port(host, port))
@@ -91,6 +108,9 @@ class HubRuntime:
         self.server = server
         self.grpc_address = host_port(host, bound)
         self._monitor = asyncio.create_task(self.registry.monitor(monitor_period))
+        resent = await asyncio.to_thread(self.services.runs.resume)
+        if resent:
+            log.info("%d run command(s) no agent acked before the hub stopped: sent again", resent)
         log.debug("gRPC on %s", self.grpc_address)
         return self.grpc_address
 
@@ -109,4 +129,7 @@ class HubRuntime:
         await self.registry.close()
         if stopping is not None:
             await stopping
+        await self.runs.close()
+        self.services.runs.dispatcher = None
+        await asyncio.to_thread(self.logs.close)
         self._unsubscribe()

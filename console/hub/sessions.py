@@ -124,6 +124,8 @@ class Session:
         self.close_reason = ""
         self.task: asyncio.Task[Any] | None = None
         """The stream's handler, cancelled when it does not end within CLOSE_GRACE of `close()`."""
+        self.writes_in_flight = 0
+        """Events accepted whose changes are still being written; the next ack waits for them."""
         self._ack_queued = False
         self._force: asyncio.TimerHandle | None = None
 

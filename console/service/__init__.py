@@ -5,17 +5,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from console.service.catalog import PipelineCatalog, PipelineInfo
 from console.service.credentials import CredentialService
 from console.service.gamecards import GameCardQuery, GameCardService
 from console.service.instances import InstanceQuery, InstanceService, InstanceSpec, node_capacity
 from console.service.nodes import NodeQuery, NodeService
 from console.service.platforms import PlatformQuery, PlatformService
 from console.service.query import Page
+from console.service.runs import Dispatcher, RunEvent, RunQuery, RunRequest, RunService
 from console.service.selector import Selector
 from console.store import Stores
 
 __all__ = [
     "CredentialService",
+    "Dispatcher",
     "GameCardQuery",
     "GameCardService",
     "InstanceQuery",
@@ -24,8 +27,14 @@ __all__ = [
     "NodeQuery",
     "NodeService",
     "Page",
+    "PipelineCatalog",
+    "PipelineInfo",
     "PlatformQuery",
     "PlatformService",
+    "RunEvent",
+    "RunQuery",
+    "RunRequest",
+    "RunService",
     "Selector",
     "Services",
     "node_capacity",
@@ -41,6 +50,8 @@ class Services:
     gamecards: GameCardService
     platforms: PlatformService
     credentials: CredentialService
+    runs: RunService
+    """Pipeline runs; the hub gives it a dispatcher (agents) and its catalog directory."""
 
     @classmethod
     def over(cls, stores: Stores) -> Services:
@@ -48,11 +59,14 @@ class Services:
         # exist and have room; a node, card, version or platform in use must
         # not go away), so a check and the write it allows are one step.
         lock = threading.RLock()
+        nodes = NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock,
+                            credentials=stores.credentials)
+        instances = InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock)
         return cls(
-            nodes=NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock,
-                              credentials=stores.credentials),
-            instances=InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock),
+            nodes=nodes,
+            instances=instances,
             gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock),
             platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock),
             credentials=CredentialService(stores.credentials, stores.nodes, lock=lock),
+            runs=RunService(stores.runs, stores.run_secrets, nodes, instances),
         )

@@ -10,15 +10,29 @@ Instance states:
 (a run cancelled before the game came up). `stopped` and `failed` are final.
 A live instance (any state but stopped and failed) holds its resources on its
 node; creating one is refused when the node's capacity would be exceeded.
+
+Reconciling with an agent's report of its containers (`reconcile`):
+
+- a `running` instance whose container has exited (or is dead) becomes
+  `failed` with "container exited with code N" (and docker's error);
+- a `running` instance missing from a full report becomes `failed` with
+  "container is gone";
+- a `starting` instance whose container is reported running becomes `running`
+  (and a running one takes the reported container id if it changed);
+- ids the hub does not know on that node are ignored (logged at debug level);
+  instances in any other state, stopped and failed ones above all, are left
+  to the runs that drive them.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -40,7 +54,17 @@ from console.service.query import Page, paginate, sort_records
 from console.store import GameCardStore, InstanceStore, NodeStore, PlatformStore
 from console.validation import validate
 
-__all__ = ["TRANSITIONS", "InstanceQuery", "InstanceService", "InstanceSpec", "node_capacity"]
+__all__ = [
+    "TRANSITIONS",
+    "ContainerReport",
+    "ContainerStatus",
+    "InstanceQuery",
+    "InstanceService",
+    "InstanceSpec",
+    "node_capacity",
+]
+
+log = logging.getLogger(__name__)
 
 S = InstanceState
 TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
@@ -85,6 +109,37 @@ class InstanceQuery(Model):
     offset: int = Field(default=0, ge=0)
 
 
+class ContainerStatus(Protocol):
+    """What an agent reports of one gamenode container (the hub converts `pb.InstanceStatus` to this)."""
+
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def container_id(self) -> str: ...
+    @property
+    def state(self) -> str:
+        """Docker's container state: `running`, `exited`, `dead`, `created`, `restarting`, `paused`, ..."""
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def error(self) -> str:
+        """Docker's error text for a container that failed to start or died; "" when none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerReport:
+    """A plain `ContainerStatus`."""
+
+    instance_id: str
+    container_id: str = ""
+    state: str = ""
+    exit_code: int = 0
+    error: str = ""
+
+
+EXITED_STATES = frozenset({"exited", "dead"})
+
+
 def node_capacity(node: GameNode) -> Resources:
     """What a node offers, from its hardware inventory.
 
@@ -122,6 +177,11 @@ class InstanceService:
         self.clock = clock
         self._lock = lock or threading.RLock()
         """Held across check-and-write of anything that spans records (see `Services`)."""
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock shared by the services: hold it across a check and the writes it allows."""
+        return self._lock
 
     # --- queries ------------------------------------------------------------
 
@@ -231,6 +291,43 @@ class InstanceService:
         if instance.state.live:
             raise Conflict(f"instance {id!r} is {instance.state.value}; stop it before deleting it")
         return self.instances.delete(id)
+
+    # --- following the containers -----------------------------------------
+
+    def reconcile(self, node_id: str, statuses: Sequence[ContainerStatus], full: bool = False) -> list[Instance]:
+        """Bring the node's instances in line with its agent's container report; the instances changed.
+
+        `full`: `statuses` lists every gamenode container on the node, so a
+        running instance missing from it has lost its container.
+        """
+        changed: list[Instance] = []
+        with self._lock:
+            for status in statuses:
+                instance = self.instances.find(status.instance_id)
+                if instance is None or instance.node_id != node_id:
+                    log.debug("node %s reports a container for instance %r, unknown on that node",
+                              node_id, status.instance_id)
+                    continue
+                if (new := self._follow(instance, status)) is not None:
+                    changed.append(new)
+            if full:
+                reported = {s.instance_id for s in statuses}
+                for instance in self.instances.on_node(node_id):
+                    if instance.state == S.RUNNING and instance.id not in reported:
+                        changed.append(self.transition(instance.id, S.FAILED, "container is gone"))
+        return changed
+
+    def _follow(self, instance: Instance, status: ContainerStatus) -> Instance | None:
+        """The change one container's status makes to its instance, written; None when none."""
+        container_id = status.container_id or None
+        if instance.state == S.RUNNING and status.state in EXITED_STATES:
+            error = f"container exited with code {status.exit_code}" + (f": {status.error}" if status.error else "")
+            return self.transition(instance.id, S.FAILED, error, container_id)
+        if instance.state == S.STARTING and status.state == "running":
+            return self.transition(instance.id, S.RUNNING, container_id=container_id)
+        if instance.state == S.RUNNING and container_id and container_id != instance.container_id:
+            return self.update_instance(instance.id, {"container_id": container_id})
+        return None
 
     # --- internals ----------------------------------------------------------
 

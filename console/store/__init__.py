@@ -12,6 +12,7 @@ from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
 from console.store.node import NodeHistoryStore, NodeStore
 from console.store.platform import PlatformStore
+from console.store.run import RunSecretStore, RunStore
 
 __all__ = [
     "CredentialStore",
@@ -22,6 +23,8 @@ __all__ = [
     "NodeHistoryStore",
     "NodeStore",
     "PlatformStore",
+    "RunSecretStore",
+    "RunStore",
     "Stores",
     "YamlStore",
 ]

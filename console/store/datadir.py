@@ -8,6 +8,8 @@
       gamecards/<id>.yaml
       platforms/<id>.yaml
       credentials/<id>.yaml   the SHA-256 of each node agent's token (0600, in a 0700 directory)
+      runs/<id>.yaml          pipeline runs (secret params redacted)
+      run-secrets/<id>.yaml   secret params of runs their agent has not acked yet (0600, in a 0700 directory)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
 from console.store.node import NodeHistoryStore, NodeStore
 from console.store.platform import PlatformStore
+from console.store.run import RunSecretStore, RunStore
 
 __all__ = ["DataDir", "DataDirLocked", "Stores"]
 
@@ -81,10 +84,13 @@ class Stores:
     gamecards: GameCardStore
     platforms: PlatformStore
     credentials: CredentialStore
+    runs: RunStore
+    run_secrets: RunSecretStore
     _all: list[YamlStore[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms, self.credentials]
+        self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms, self.credentials,
+                     self.runs, self.run_secrets]
 
     @classmethod
     def open(cls, path: Path) -> Stores:
@@ -99,6 +105,8 @@ class Stores:
                 GameCardStore(root / "gamecards"),
                 PlatformStore(root / "platforms"),
                 CredentialStore(root / "credentials"),
+                RunStore(root / "runs"),
+                RunSecretStore(root / "run-secrets"),
             )
             for store in stores._all:
                 store.load()

@@ -54,7 +54,7 @@ def paths(r: httpx.Response) -> list[str]:
 
 
 def create_instance(api: httpx.Client, node_id: str, **fields: Any) -> dict[str, Any]:
-    r = api.post("/api/v1/instances", json={"node_id": node_id, **fields})
+    r = api.post("/api/v1/instances/register", json={"node_id": node_id, **fields})
     assert r.status_code == 201, r.text
     inst: dict[str, Any] = r.json()
     return inst

@@ -148,7 +148,7 @@ def test_malformed_json_is_422(api: httpx.Client, content: bytes) -> None:
 
 def test_node_with_live_instance_cannot_be_deleted(api: httpx.Client) -> None:
     node = create_node(api)
-    inst = api.post("/api/v1/instances", json={"node_id": node["id"]}).json()
+    inst = api.post("/api/v1/instances/register", json={"node_id": node["id"]}).json()
     message = assert_error(api.delete(f"/api/v1/nodes/{node['id']}"), 409, "conflict")["message"]
     assert inst["id"] in message
     for state in ("stopping", "stopped"):
@@ -198,6 +198,9 @@ ODD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/v1/nodes?q=" + "ü" * 2000, {}),
     ("PATCH", "/api/v1/nodes/12", {"json": {}}),
     ("POST", "/api/v1/instances", {"json": {"node_id": 12, "resources": {"cpu": -1}}}),
+    ("POST", "/api/v1/instances/register", {"json": {"node_id": 12, "resources": {"cpu": -1}}}),
+    ("POST", "/api/v1/instances", {"json": {"game": "g" * 5000, "params": {"a": _deep(300)}}}),
+    ("POST", "/api/v1/instances/x/actions", {"json": {"action": 7}}),
     (
         "POST",
         "/api/v1/gamecards",

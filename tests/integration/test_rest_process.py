@@ -37,6 +37,8 @@ EXPECTED_ROUTES = {
     "/api/v1/instances": {"get", "post"},
     "/api/v1/instances/{instance_id}": {"get", "put", "delete"},
     "/api/v1/instances/{instance_id}/state": {"put"},
+    "/api/v1/instances/register": {"post"},
+    "/api/v1/instances/{instance_id}/actions": {"post"},
     "/api/v1/gamecards": {"get", "post"},
     "/api/v1/gamecards/{card_id}": {"get", "put", "delete"},
     "/api/v1/gamecards/{card_id}/versions": {"get", "post"},
@@ -48,6 +50,13 @@ EXPECTED_ROUTES = {
     "/api/v1/platforms/{platform_id}/state": {"put"},
     "/api/v1/platforms/{platform_id}/config": {"get", "put", "patch"},
     "/api/v1/platforms/{platform_id}/config/{key}": {"get", "put", "delete"},
+    "/api/v1/nodes/{node_id}/pipelines": {"post"},
+    "/api/v1/runs": {"get"},
+    "/api/v1/runs/{run_id}": {"get"},
+    "/api/v1/runs/{run_id}/cancel": {"post"},
+    "/api/v1/pipelines": {"get"},
+    "/api/v1/pipelines/{name}": {"get"},
+    "/api/v1/logs": {"get"},
     "/healthz": {"get"},
 }
 

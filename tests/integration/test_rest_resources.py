@@ -57,7 +57,7 @@ def test_instance_crud_and_states(api: httpx.Client, small_node: dict[str, Any])
 
     assert "running" in assert_error(set_state(api, id, "pending"), 409, "conflict")["message"]
     assert_error(set_state(api, id, "exploded"), 422, "invalid_input")
-    assert "stop it" in assert_error(api.delete(f"/api/v1/instances/{id}"), 409, "conflict")["message"]
+    assert "offline" in assert_error(api.delete(f"/api/v1/instances/{id}"), 409, "conflict")["message"]
 
     assert set_state(api, id, "stopping").status_code == 200
     r = set_state(api, id, "stopped")
@@ -80,18 +80,18 @@ def test_failed_instance_keeps_its_error(api: httpx.Client, small_node: dict[str
 def test_instance_resources_cannot_be_over_allocated(api: httpx.Client, small_node: dict[str, Any]) -> None:
     first = create_instance(api, small_node["id"], resources={"cpu": 3, "memory_mb": 4096})
     message = assert_error(
-        api.post("/api/v1/instances", json={"node_id": small_node["id"], "resources": {"cpu": 2}}),
+        api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "resources": {"cpu": 2}}),
         409,
         "conflict",
     )["message"]
     assert "CPU" in message
     assert_error(
-        api.post("/api/v1/instances", json={"node_id": small_node["id"], "resources": {"memory_mb": 8192}}),
+        api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "resources": {"memory_mb": 8192}}),
         409,
         "conflict",
     )
     assert_error(
-        api.post("/api/v1/instances", json={"node_id": small_node["id"], "resources": {"gpu": 1}}),
+        api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "resources": {"gpu": 1}}),
         409,
         "conflict",
     )
@@ -103,20 +103,20 @@ def test_instance_resources_cannot_be_over_allocated(api: httpx.Client, small_no
 
 
 def test_instance_errors(api: httpx.Client, small_node: dict[str, Any]) -> None:
-    assert_error(api.post("/api/v1/instances", json={"node_id": uid("ghost")}), 404, "not_found")
-    r = api.post("/api/v1/instances", json={"node_id": small_node["id"], "resources": {"cpu": -1}})
+    assert_error(api.post("/api/v1/instances/register", json={"node_id": uid("ghost")}), 404, "not_found")
+    r = api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "resources": {"cpu": -1}})
     assert_error(r, 422, "invalid_input")
     assert paths(r) == ["body.resources.cpu"]
-    r = api.post("/api/v1/instances", json={"node_id": small_node["id"], "ports": [{"container_port": 0}]})
+    r = api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "ports": [{"container_port": 0}]})
     assert paths(r) == ["body.ports[0].container_port"]
     inst = create_instance(api, small_node["id"])
-    dup = api.post("/api/v1/instances", json={"node_id": small_node["id"], "id": inst["id"]})
+    dup = api.post("/api/v1/instances/register", json={"node_id": small_node["id"], "id": inst["id"]})
     assert_error(dup, 409, "conflict")
     assert_error(api.put(f"/api/v1/instances/{inst['id']}", json={"node_id": "x"}), 422, "invalid_input")
     api.put(f"/api/v1/nodes/{small_node['id']}/status", json={"status": "maintenance", "reason": "t"})
     assert (
         "maintenance"
-        in assert_error(api.post("/api/v1/instances", json={"node_id": small_node["id"]}), 409, "conflict")[
+        in assert_error(api.post("/api/v1/instances/register", json={"node_id": small_node["id"]}), 409, "conflict")[
             "message"
         ]
     )
@@ -249,7 +249,7 @@ def test_instance_takes_the_game_cards_default_version(api: httpx.Client) -> Non
     inst = create_instance(api, node["id"], game=card)
     assert (inst["game_version"], inst["resources"]["cpu"]) == ("1.0.0", 2.0)
     assert_error(
-        api.post("/api/v1/instances", json={"node_id": node["id"], "game": card, "game_version": "1.1.0"}),
+        api.post("/api/v1/instances/register", json={"node_id": node["id"], "game": card, "game_version": "1.1.0"}),
         409,
         "conflict",
     )
@@ -301,7 +301,7 @@ def test_platform_disabled_or_missing_labels_refuse_instances(api: httpx.Client)
     assert (
         "gpu=l4"
         in assert_error(
-            api.post("/api/v1/instances", json={"node_id": plain["id"], "platform": id}), 409, "conflict"
+            api.post("/api/v1/instances/register", json={"node_id": plain["id"], "platform": id}), 409, "conflict"
         )["message"]
     )
     create_instance(api, gpu["id"], platform=id)
@@ -309,7 +309,7 @@ def test_platform_disabled_or_missing_labels_refuse_instances(api: httpx.Client)
     assert (
         "disabled"
         in assert_error(
-            api.post("/api/v1/instances", json={"node_id": gpu["id"], "platform": id}), 409, "conflict"
+            api.post("/api/v1/instances/register", json={"node_id": gpu["id"], "platform": id}), 409, "conflict"
         )["message"]
     )
 

@@ -242,7 +242,7 @@ async def test_node_resources(client: httpx.AsyncClient) -> None:
     assert r.json() == {"capacity": full, "reserved": empty, "free": full}
 
     for id, need in (("a", {"cpu": 4, "memory_mb": 8192, "gpu": 1}), ("b", {"cpu": 2.5, "memory_mb": 1024})):
-        r = await client.post("/api/v1/instances", json={"id": id, "node_id": "n1", "resources": need})
+        r = await client.post("/api/v1/instances/register", json={"id": id, "node_id": "n1", "resources": need})
         assert r.status_code == 201, r.text
     r = await client.get("/api/v1/nodes/n1/resources")
     assert r.json()["reserved"] == {"cpu": 6.5, "memory_mb": 9216, "gpu": 1}
@@ -257,7 +257,7 @@ async def test_node_without_inventory_has_no_capacity(client: httpx.AsyncClient)
     await post_node(client)
     r = await client.get("/api/v1/nodes/n1/resources")
     assert r.json()["capacity"] == {"cpu": 0.0, "memory_mb": 0, "gpu": 0}
-    r = await client.post("/api/v1/instances", json={"node_id": "n1", "resources": {"cpu": 0.5}})
+    r = await client.post("/api/v1/instances/register", json={"node_id": "n1", "resources": {"cpu": 0.5}})
     assert r.status_code == 409
     assert "not enough room" in r.json()["message"]
 
@@ -266,7 +266,7 @@ async def test_instances_of_a_node(client: httpx.AsyncClient) -> None:
     await post_node(client, id="n1")
     await post_node(client, id="n2")
     for id, node in (("i2", "n1"), ("i1", "n1"), ("i3", "n2")):
-        assert (await client.post("/api/v1/instances", json={"id": id, "node_id": node})).status_code == 201
+        assert (await client.post("/api/v1/instances/register", json={"id": id, "node_id": node})).status_code == 201
     r = await client.get("/api/v1/nodes/n1/instances")
     assert r.status_code == 200
     assert [i["id"] for i in r.json()] == ["i1", "i2"]
@@ -281,7 +281,7 @@ async def test_instances_of_a_node(client: httpx.AsyncClient) -> None:
 
 async def test_instance_ids_are_generated(client: httpx.AsyncClient) -> None:
     await post_node(client)
-    r = await client.post("/api/v1/instances", json={"node_id": "n1"})
+    r = await client.post("/api/v1/instances/register", json={"node_id": "n1"})
     assert r.status_code == 201
     assert r.json()["id"].startswith("inst-")
 

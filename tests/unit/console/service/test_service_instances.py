@@ -14,7 +14,7 @@ import pytest
 from console.errors import Conflict, InvalidInput, NotFound
 from console.models import GameNode, Instance, InstanceState, Resources
 from console.service import InstanceQuery, InstanceSpec, Services, node_capacity
-from console.service.instances import SORT_FIELDS, TRANSITIONS
+from console.service.instances import SORT_FIELDS, TRANSITIONS, ContainerReport
 
 S = InstanceState
 MakeNode = Callable[..., GameNode]
@@ -673,3 +673,106 @@ def test_concurrent_creates_never_over_allocate(services: Services, make_node: M
     assert outcomes.count("refused") == threads - 5
     assert services.instances.list_instances().total == 5
     assert services.instances.reserved("n1") == Resources(cpu=5, memory_mb=5 * 1024)
+
+
+# --- reconcile with the agent's container report -------------------------------
+
+
+def _report(instance_id: str, state: str = "running", **fields: Any) -> ContainerReport:
+    return ContainerReport(instance_id=instance_id, state=state, **fields)
+
+
+@pytest.fixture
+def fleet(services: Services, node: GameNode, make_node: MakeNode, make_instance: MakeInstance) -> Services:
+    """On n1: one instance in each state (`i-<state>`); on n2: `other`, running."""
+    for state in S:
+        make_instance("n1", id=f"i-{state.value}")
+        drive(services, f"i-{state.value}", state)
+    make_node("n2")
+    make_instance("n2", id="other")
+    drive(services, "other", S.RUNNING)
+    return services
+
+
+def _states(services: Services) -> dict[str, str]:
+    return {i.id: i.state.value for i in services.instances.list_instances().items}
+
+
+def test_a_running_instance_whose_container_exited_fails(fleet: Services) -> None:
+    changed = fleet.instances.reconcile("n1", [
+        _report("i-running", "exited", container_id="c9", exit_code=137, error="OOMKilled"),
+    ])
+
+    [failed] = changed
+    assert failed.state == S.FAILED and failed.container_id == "c9"
+    assert failed.error == "container exited with code 137: OOMKilled"
+    assert "i-running" not in [i.id for i in fleet.instances.list_instances(InstanceQuery(live=True)).items]
+
+
+def test_a_dead_container_fails_its_instance_too(fleet: Services) -> None:
+    [failed] = fleet.instances.reconcile("n1", [_report("i-running", "dead", exit_code=1)])
+    assert failed.error == "container exited with code 1"
+
+
+def test_a_running_instance_missing_from_a_full_report_is_gone(fleet: Services) -> None:
+    before = _states(fleet)
+    changed = fleet.instances.reconcile("n1", [], full=True)
+
+    assert [(i.id, i.state, i.error) for i in changed] == [("i-running", S.FAILED, "container is gone")]
+    assert _states(fleet) == {**before, "i-running": "failed"}
+
+
+def test_a_partial_report_says_nothing_of_the_instances_it_leaves_out(fleet: Services) -> None:
+    before = _states(fleet)
+    assert fleet.instances.reconcile("n1", [], full=False) == []
+    assert _states(fleet) == before
+
+
+def test_a_starting_instance_whose_container_runs_is_running(fleet: Services, clock: Any) -> None:
+    [running] = fleet.instances.reconcile("n1", [_report("i-starting", container_id="c1")])
+
+    assert running.state == S.RUNNING and running.container_id == "c1" and running.started_at == clock.now
+
+
+def test_a_running_instance_takes_a_new_container_id(fleet: Services) -> None:
+    [changed] = fleet.instances.reconcile("n1", [_report("i-running", container_id="c2")])
+    assert changed.container_id == "c2" and changed.state == S.RUNNING
+    assert fleet.instances.reconcile("n1", [_report("i-running", container_id="c2")]) == []  # nothing to write
+
+
+@pytest.mark.parametrize("state", [S.PENDING, S.PREPARING, S.STOPPING, S.STOPPED, S.FAILED])
+@pytest.mark.parametrize("container", ["running", "exited"])
+def test_other_states_are_left_to_their_runs(fleet: Services, state: InstanceState, container: str) -> None:
+    before = fleet.instances.get_instance(f"i-{state.value}")
+    assert fleet.instances.reconcile("n1", [_report(f"i-{state.value}", container, container_id="c7")]) == []
+    assert fleet.instances.get_instance(f"i-{state.value}") == before
+
+
+def test_unknown_instances_and_other_nodes_instances_are_ignored(
+    fleet: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _states(fleet)
+    with caplog.at_level("DEBUG", logger="console.service.instances"):
+        changed = fleet.instances.reconcile("n1", [_report("ghost", "exited"), _report("other", "exited")])
+
+    assert changed == []
+    assert _states(fleet) == before
+    assert "instance 'ghost', unknown on that node" in caplog.text
+    assert "instance 'other', unknown on that node" in caplog.text
+
+
+def test_a_full_report_of_one_node_leaves_the_others_alone(fleet: Services) -> None:
+    fleet.instances.reconcile("n1", [], full=True)
+    assert fleet.instances.get_instance("other").state == S.RUNNING
+
+
+def test_reconcile_takes_any_status_like_object(fleet: Services) -> None:
+    class Status:
+        instance_id = "i-running"
+        container_id = ""
+        state = "exited"
+        exit_code = 0
+        error = ""
+
+    [failed] = fleet.instances.reconcile("n1", [Status()])
+    assert failed.error == "container exited with code 0" and failed.container_id is None
