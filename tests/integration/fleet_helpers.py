@@ -159,9 +159,9 @@ class AgentProcess(Process):
     """`python -m agent` for one node, its token in a 0600 file, its own state dir."""
 
     def __init__(self, hub: str, node_id: str, token: str, root: Path, once: bool = False,
-                 name: str | None = None) -> None:
+                 name: str | None = None, home: Path | None = None) -> None:
         name = name or f"agent-{node_id}"
-        home = root / name
+        home = home or root / name
         home.mkdir(parents=True, exist_ok=True)
         self.token_file = home / "token"
         self.token_file.write_text(token + "\n")
@@ -226,8 +226,10 @@ class Fleet:
         return token
 
     def start_agent(self, node_id: str, token: str, once: bool = False, name: str | None = None,
-                    hub: str | None = None) -> AgentProcess:
-        agent = AgentProcess(hub or self.hub.grpc_address, node_id, token, self.root, once=once, name=name)
+                    hub: str | None = None, home: Path | None = None) -> AgentProcess:
+        """A new agent process; `home` (an earlier agent's token file and state dir) to restart that agent."""
+        agent = AgentProcess(hub or self.hub.grpc_address, node_id, token, self.root, once=once, name=name,
+                             home=home)
         self.agents.append(agent)
         return agent
 
