@@ -19,8 +19,9 @@ marked CANCELLED (never left pending), then the failed (or cancelled) step's
 `on_failure` steps run, then the pipeline's `on_failure` steps, each under its
 own timeout; a cleanup failure is logged and reported but never replaces the
 run's error. The run then ends FAILED ("step 'pull' failed: <error>") or
-CANCELLED (the reason). Cleanup steps report under their own names and are not
-announced as PENDING when the run starts.
+CANCELLED (the reason). No step is announced as PENDING: the hub lists every
+step as pending from the spec it validated; cleanup steps appear (under their
+own names) when they run.
 
 Restart: `close()` cancels the runs without recording anything, so the next
 agent's `resume_unfinished()` resumes each at its running (or first pending)
@@ -305,10 +306,8 @@ class PipelineRunner:
     async def _execute(self, run: _Run, fresh: bool) -> None:
         record = run.record
         if record.phase == "steps":
+            # No PENDING event per step: the hub lists the steps as pending from the spec it validated.
             self._emit(run, "", "running", message="" if fresh else RESUMED)
-            if fresh:
-                for step in run.pipeline.steps:
-                    self._emit(run, step.name, "pending", action=step.action)
             ending, message = await self._steps_phase(run)
             if ending == "succeeded":
                 self._finish(run, "succeeded", "")

@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -54,6 +53,7 @@ __all__ = [
     "PullProgress",
     "PullResult",
     "PullTally",
+    "stop_stream",
 ]
 
 log = logging.getLogger(__name__)
@@ -477,7 +477,8 @@ def _close_client(client: Any) -> None:
 class _Closer:
     """One thread for all open streams: closes a stream once its `stop` is set (its reader is blocked in a read).
 
-    It polls every `interval` seconds while any stream is open, and ends when none is.
+    It polls every `interval` seconds while any stream is open, and ends when none is; `poke()` (see
+    `stop_stream`) makes it look at once.
     """
 
     def __init__(self, interval: float = 0.05) -> None:
@@ -485,6 +486,10 @@ class _Closer:
         self._lock = threading.Lock()
         self._open: list[tuple[Any, threading.Event, threading.Event]] = []
         self._running = False
+        self._wake = threading.Event()
+
+    def poke(self) -> None:
+        self._wake.set()
 
     def watch(self, stream: Any, stop: threading.Event, done: threading.Event) -> None:
         """Close `stream` when `stop` is set, unless `done` (the reader finished) is set first."""
@@ -496,7 +501,8 @@ class _Closer:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
             with self._lock:
                 due = [item for item in self._open if item[1].is_set() and not item[2].is_set()]
                 self._open = [item for item in self._open if not item[1].is_set() and not item[2].is_set()]
@@ -509,6 +515,12 @@ class _Closer:
 
 
 _CLOSER = _Closer()
+
+
+def stop_stream(stop: threading.Event) -> None:
+    """Set the `stop` of a `stream_logs` / `watch_events` reader and have its stream closed right away."""
+    stop.set()
+    _CLOSER.poke()
 
 
 class _Shutdown:

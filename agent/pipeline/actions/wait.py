@@ -23,6 +23,7 @@ from agent.errors import StepFailed
 from agent.pipeline.actions._util import LoopCallbacks
 from agent.pipeline.context import StepContext
 from agent.pipeline.inputs import ContainerWait
+from agent.runtime.docker import stop_stream
 
 __all__ = ["tcp_healthy", "wait"]
 
@@ -30,6 +31,8 @@ _EOF_GRACE = 0.2
 """Seconds a fresh TCP connection must stay open: Docker's port proxy accepts and then drops
 connections while nothing listens in the container."""
 _HTTP_TIMEOUT = 2.0
+FIRST_DELAY = 0.01
+"""Seconds before the second probe; the delay doubles up to the step's `interval`."""
 _LIVE = frozenset({"running", "restarting", "created"})
 
 
@@ -60,8 +63,10 @@ def _compile(expression: str) -> re.Pattern[str] | None:
 
 
 async def _until_healthy(ctx: StepContext, inputs: ContainerWait, name: str, follower: _LogFollower) -> None:
+    """Probe until healthy; between probes, check the container still lives (backing off to `interval`)."""
     what = _describe(inputs)
     ctx.progress(0.0, f"waiting for {name}: {what}")
+    delay = min(FIRST_DELAY, inputs.interval)
     while True:
         info = await asyncio.to_thread(ctx.runtime.inspect, name)
         if info is None:
@@ -71,7 +76,8 @@ async def _until_healthy(ctx: StepContext, inputs: ContainerWait, name: str, fol
             raise StepFailed(f"container {name} stopped before it became healthy: {reason}")
         if info.state == "running" and await _probes_pass(inputs, follower):
             return
-        await asyncio.sleep(inputs.interval)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, inputs.interval)
 
 
 async def _probes_pass(inputs: ContainerWait, follower: _LogFollower) -> bool:
@@ -140,7 +146,7 @@ class _LogFollower:
         self._task = asyncio.ensure_future(asyncio.to_thread(self._follow, out))
 
     async def close(self) -> None:
-        self._stop.set()
+        stop_stream(self._stop)
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), 5.0)

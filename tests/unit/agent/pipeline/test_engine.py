@@ -175,7 +175,7 @@ async def test_steps_run_in_order_and_outputs_feed_later_steps(h: Harness) -> No
     assert h.actions.called() == ["pull", "data", "run"]
     assert h.actions.calls[2][1].command == "run sha256:abc"
     assert h.sink.states("") == ["RUNNING", "SUCCEEDED"]
-    assert h.sink.states("pull") == ["PENDING", "RUNNING", "SUCCEEDED"]
+    assert h.sink.states("pull") == ["RUNNING", "SUCCEEDED"]
     done = h.sink.last("pull")
     assert MessageToDict(done.outputs) == {"digest": "sha256:abc", "bytes": 12, "pulled": True}
     assert (done.attempt, done.action, done.progress) == (1, "image.pull", 100)
@@ -193,7 +193,7 @@ async def test_a_step_whose_when_is_false_is_skipped(h: Harness) -> None:
     """, params="params: {url: {type: string, default: ''}}\n")
     final = await h.run(yaml_text)
     assert final.state == S.STEP_STATE_SUCCEEDED
-    assert h.sink.states("data") == ["PENDING", "SKIPPED"]
+    assert h.sink.states("data") == ["SKIPPED"]
     assert h.actions.called() == ["run"]
 
 
@@ -217,7 +217,7 @@ async def test_a_step_timeout_fails_the_step_and_the_run(h: Harness) -> None:
     """))
     assert h.sink.last("pull").message == "timed out after 0.05 s"
     assert (final.state, final.message) == (S.STEP_STATE_FAILED, "step 'pull' failed: timed out after 0.05 s")
-    assert h.sink.states("run") == ["PENDING", "CANCELLED"]
+    assert h.sink.states("run") == ["CANCELLED"]
     assert h.actions.called() == ["pull"]
 
 
@@ -262,7 +262,7 @@ async def test_a_failure_runs_the_steps_cleanup_then_the_pipelines(h: Harness) -
     assert (final.state, final.message) == (S.STEP_STATE_FAILED, "step 'run' failed: port taken")
     assert h.sink.states("remove-failed") == ["RUNNING", "FAILED"]
     assert h.sink.states("cleanup") == ["RUNNING", "SUCCEEDED"]
-    assert h.sink.states("wait") == ["PENDING", "CANCELLED"]
+    assert h.sink.states("wait") == ["CANCELLED"]
     assert any("cleanup step 'remove-failed' failed: cleanup broke too" in line for line in h.sink.lines)
     assert h.sink.unpersisted == []
 
@@ -318,8 +318,8 @@ async def test_cancel_stops_the_running_step_then_cleans_up(h: Harness) -> None:
     assert outcome.ok
     await asyncio.wait_for(h.runner.wait("r1"), WAIT)
     assert seen == ["data"]  # the action saw CancelledError
-    assert h.sink.states("data") == ["PENDING", "RUNNING", "CANCELLED"]
-    assert h.sink.states("run") == ["PENDING", "CANCELLED"]
+    assert h.sink.states("data") == ["RUNNING", "CANCELLED"]
+    assert h.sink.states("run") == ["CANCELLED"]
     assert h.actions.called() == ["pull", "data", "undo-data", "cleanup"]
     final = h.sink.last()
     assert (final.state, final.message) == (S.STEP_STATE_CANCELLED, "operator changed their mind")
