@@ -46,6 +46,9 @@ __all__ = ["FULL_INTERVAL", "REPORTED_EVENTS", "InstanceWatcher", "ManagedRuntim
 FULL_INTERVAL = 30.0
 """Seconds between full instance reports."""
 REPORTED_EVENTS = frozenset({"start", "die", "oom", "destroy"})
+SETTLING_EVENTS = frozenset({"die", "oom"})
+"""Reported `SETTLE` seconds later, as the container is then: a restart (policy or action) is not a death."""
+SETTLE = 1.0
 """Docker events that send an incremental report."""
 STOP_GRACE = 10.0
 """Seconds between SIGTERM and SIGKILL for the hub's STOP and RESTART."""
@@ -167,6 +170,10 @@ class InstanceWatcher:
         self._trigger = asyncio.Event()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.settle = SETTLE
+        self._acting: set[str] = set()
+        """Containers a hub action is stopping or restarting now: their `die` is no news."""
+        self._settling: set[asyncio.Task[None]] = set()
 
     # --- public API ------------------------------------------------------------
 
@@ -182,7 +189,8 @@ class InstanceWatcher:
         try:
             while True:
                 self._trigger.clear()
-                await self.full_report()
+                if not self._acting:  # mid-restart, a container looks dead; report_now() follows the action
+                    await self.full_report()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._trigger.wait(), self.full_interval)
         finally:
@@ -260,12 +268,30 @@ class InstanceWatcher:
         """On the loop: one docker event of a gamenode container."""
         if not info.instance_id or action not in REPORTED_EVENTS:
             return
+        if action in SETTLING_EVENTS:
+            if info.id not in self._acting:
+                task = asyncio.ensure_future(self._report_settled(info))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+            return
         self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(info)], full=False))
         if action == "start":
             started = info.started_at.timestamp() if info.started_at is not None else time.time()
             self.follow(info, since=started)
         elif action == "destroy" and info.id in self._followers:
             self._followers[info.id].stop.set()
+
+    async def _report_settled(self, info: ContainerInfo) -> None:
+        """A container died: report how it is `settle` seconds later (a restart policy may have started it again)."""
+        await asyncio.sleep(self.settle)
+        if info.id in self._acting:
+            return
+        try:
+            now = await asyncio.to_thread(self.runtime.inspect, info.id)
+        except Exception as exc:
+            self.log.debug("inspecting %s after it died: %s", info.name, exc)
+            now = None
+        self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(now or info)], full=False))
 
     def _set_available(self, available: bool, exc: BaseException | None = None) -> None:
         if available == self.available:
@@ -287,7 +313,11 @@ class InstanceWatcher:
             info = await asyncio.to_thread(self._resolve, action.instance_id, action.container_id)
             if info is None:
                 return self._missing(action, what)
-            outcome = await self._act(action, info)
+            self._acting.add(info.id)
+            try:
+                outcome = await self._act(action, info)
+            finally:
+                self._acting.discard(info.id)
         except Exception as exc:  # StepFailed with the daemon's reason, or no Docker at all
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             return CommandOutcome(False, f"{what} of instance {action.instance_id or action.container_id}: {message}")

@@ -29,6 +29,7 @@ from console.hub.convert import run_event_from_pb
 from console.hub.sessions import SessionRegistry
 from console.models import PipelineRun
 from console.service import Services
+from console.service.instances import ContainerReport
 from proto import gamenode_pb2 as pb
 
 __all__ = ["RunBridge", "cancel_command_id", "run_command_id"]
@@ -81,7 +82,12 @@ class RunBridge:
 
     def apply_report(self, node_id: str, report: pb.InstanceReport) -> asyncio.Future[Any]:
         """Reconcile the node's instances with its agent's container report on the writer thread."""
-        return self._write(self.services.instances.reconcile, node_id, container_reports(report), report.full)
+        return self._write(self._reconcile, node_id, container_reports(report), report.full)
+
+    def _reconcile(self, node_id: str, statuses: list[ContainerReport], full: bool) -> None:
+        """Reconcile, leaving alone the instances a run is working on."""
+        busy = self.services.runs.busy_instances(node_id)
+        self.services.instances.reconcile(node_id, statuses, full, busy=busy)
 
     async def drain(self) -> None:
         """Wait until everything queued for the writer so far is written."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -294,11 +294,15 @@ class InstanceService:
 
     # --- following the containers -----------------------------------------
 
-    def reconcile(self, node_id: str, statuses: Sequence[ContainerStatus], full: bool = False) -> list[Instance]:
+    def reconcile(
+        self, node_id: str, statuses: Sequence[ContainerStatus], full: bool = False, busy: Collection[str] = ()
+    ) -> list[Instance]:
         """Bring the node's instances in line with its agent's container report; the instances changed.
 
         `full`: `statuses` lists every gamenode container on the node, so a
-        running instance missing from it has lost its container.
+        running instance missing from it has lost its container. `busy`: instances
+        left alone, because a run is changing their containers on purpose (an
+        upgrade stops the old one; a stop pipeline removes it).
         """
         changed: list[Instance] = []
         with self._lock:
@@ -308,24 +312,26 @@ class InstanceService:
                     log.debug("node %s reports a container for instance %r, unknown on that node",
                               node_id, status.instance_id)
                     continue
-                if (new := self._follow(instance, status)) is not None:
+                if instance.id not in busy and (new := self._follow(instance, status)) is not None:
                     changed.append(new)
             if full:
                 reported = {s.instance_id for s in statuses}
                 for instance in self.instances.on_node(node_id):
-                    if instance.state == S.RUNNING and instance.id not in reported:
+                    if instance.state == S.RUNNING and instance.id not in reported and instance.id not in busy:
                         changed.append(self.transition(instance.id, S.FAILED, "container is gone"))
         return changed
 
     def _follow(self, instance: Instance, status: ContainerStatus) -> Instance | None:
         """The change one container's status makes to its instance, written; None when none."""
         container_id = status.container_id or None
-        if instance.state == S.RUNNING and status.state in EXITED_STATES:
+        own = not instance.container_id or not container_id or _same_container(instance.container_id, container_id)
+        if instance.state == S.RUNNING and status.state in EXITED_STATES and own:
             error = f"container exited with code {status.exit_code}" + (f": {status.error}" if status.error else "")
             return self.transition(instance.id, S.FAILED, error, container_id)
         if instance.state == S.STARTING and status.state == "running":
             return self.transition(instance.id, S.RUNNING, container_id=container_id)
-        if instance.state == S.RUNNING and container_id and container_id != instance.container_id:
+        if (instance.state == S.RUNNING and status.state == "running" and container_id
+                and not _same_container(container_id, instance.container_id or "")):
             return self.update_instance(instance.id, {"container_id": container_id})
         return None
 
@@ -373,3 +379,8 @@ class InstanceService:
         if used.gpu + need.gpu > cap.gpu:
             short.append(f"GPU {need.gpu} wanted, {max(cap.gpu - used.gpu, 0)} of {cap.gpu} free")
         raise Conflict(f"node {node.id!r} has not enough room: {'; '.join(short)}")
+
+
+def _same_container(a: str, b: str) -> bool:
+    """Docker ids, full or abbreviated (12 hex digits), name the same container when one starts the other."""
+    return bool(a and b) and (a.startswith(b) or b.startswith(a))

@@ -170,6 +170,12 @@ class RunService:
 
     # --- starting ---------------------------------------------------------------
 
+    def busy_instances(self, node_id: str) -> set[str]:
+        """Instances on `node_id` with a run still going: their containers are being changed on purpose."""
+        ended = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+        return {r.instance_id for r in self.runs.list()
+                if r.node_id == node_id and r.instance_id and r.state not in ended}
+
     def start(
         self, node_id: str, *, pipeline: str | None = None, pipeline_yaml: str | None = None,
         params: dict[str, Any] | None = None, instance_id: str | None = None, resources: Resources | None = None,
@@ -188,7 +194,7 @@ class RunService:
         name, text, pipeline = self._pipeline(req)
         mode = RunInstanceMode(pipeline.metadata.instance)
         instance_id = req.instance_id or (f"inst-{secrets.token_hex(6)}" if mode == RunInstanceMode.CREATE else None)
-        params = _resolve(pipeline, req.params, instance_id)
+        params = _resolve(pipeline, self._instance_params(pipeline, mode, req), instance_id)
         secret = {n: params[n] for n, spec in pipeline.params.items() if spec.secret and _has_value(params.get(n))}
         with self._lock:
             self._check_node(req.node_id)
@@ -205,6 +211,18 @@ class RunService:
         self._dispatcher().run_pipeline(run, params)
         log.info("run %s of %s started on node %s by %s", run.id, name, run.node_id, actor)
         return run
+
+    def _instance_params(self, pipeline: Pipeline, mode: RunInstanceMode, req: RunRequest) -> dict[str, Any]:
+        """`req.params`, plus the instance's current container for a stop (`container`) or use (`old_container`)
+        pipeline that declares that param and was not given it: after an upgrade the container is no longer
+        `gn-<instance id>`."""
+        name = {RunInstanceMode.STOP: "container", RunInstanceMode.USE: "old_container"}.get(mode)
+        if name is None or name not in pipeline.params or req.params.get(name) or req.instance_id is None:
+            return req.params
+        instance = self.instances.instances.find(req.instance_id)
+        if instance is None or not instance.container_id:
+            return req.params
+        return {**req.params, name: instance.container_id}
 
     def _store(self, req: RunRequest, run: PipelineRun, secret: dict[str, Any], secret_values: list[str]) -> None:
         """The new run's instance (create), the run, and its secrets until the agent has them."""

@@ -23,8 +23,9 @@ from testbed.docker import GameImage, Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SLOW_WAIT = ["sh", "-c", "sleep 3; echo game is ready; exec httpd -f -p 8080 -h /www"]
-"""A game that takes a few seconds before it says it is ready (time to kill something meanwhile)."""
+SLOW_WAIT = ["sh", "-c", "trap 'exit 0' TERM; sleep 3; echo game is ready; httpd -f -p 8080 -h /www & wait"]
+"""A game that takes a few seconds before it says it is ready (time to kill something meanwhile), and that
+stops on SIGTERM (busybox httpd as PID 1 would ignore it until Docker's SIGKILL)."""
 
 
 @pytest.fixture
@@ -184,3 +185,65 @@ def test_invalid_pipelines_are_refused_with_every_path_and_line(stage: Stage) ->
     assert any("imag" in str(d) for d in r.json()["details"]), details
     lines = {line for _, line in details}
     assert {8, 11, 12} <= lines, details
+
+
+def upgrade(stage: Stage, node: str, instance_id: str, image: str, **params: Any) -> dict[str, Any]:
+    r = stage.fleet.api.post(f"/api/v1/nodes/{node}/pipelines", json={
+        "pipeline": "instance-upgrade", "instance_id": instance_id, "params": {"image": image, **params}})
+    assert r.status_code == 201, r.text
+    run: dict[str, Any] = r.json()
+    return run
+
+
+def test_upgrade_moves_the_instance_to_the_new_image_then_rolls_back_a_bad_one(
+    stage: Stage, game_image: GameImage
+) -> None:
+    node = stage.node()
+    launched = stage.launch(game_image.v1)
+    instance_id = launched["instance"]["id"]
+    stage.wait_run(launched["run_id"], "succeeded")
+    first = stage.wait_instance(instance_id, "running")
+
+    run = upgrade(stage, node, instance_id, game_image.v2, grace=1)
+    stage.wait_run(run["id"], "succeeded")
+    upgraded = stage.wait_instance(instance_id, "running")
+    assert upgraded["container_id"] != first["container_id"]
+    (port,) = [p["host_port"] for p in upgraded["ports"]]
+    assert "tiny game 2" in http_get(port)
+    (container,) = stage.containers(instance_id)
+    assert container.id == upgraded["container_id"]
+
+    bad = upgrade(stage, node, instance_id, game_image.v1, health="log", health_log="never printed",
+                  health_timeout="2s", grace=1)
+    run = stage.wait_run(bad["id"], "failed")
+    assert step(run, "wait-log")["state"] == "failed", run["steps"]
+    after = stage.wait_instance(instance_id, "running")
+    assert after["container_id"] == upgraded["container_id"]
+    (container,) = stage.containers(instance_id)
+    container.reload()
+    assert container.status == "running" and container.id == upgraded["container_id"]
+    port = after["ports"][0]["host_port"]
+    assert stage.fleet.wait("the old container to answer again", lambda: "tiny game 2" in http_get(port) or None)
+
+
+def test_a_container_that_dies_marks_its_instance_failed_with_the_exit_code(
+    stage: Stage, game_image: GameImage
+) -> None:
+    node = stage.node()
+    launched = stage.launch(game_image.v1, command=SLOW_WAIT, health="log", health_log="game is ready")
+    instance_id = launched["instance"]["id"]
+    stage.wait_run(launched["run_id"], "succeeded")
+    stage.wait_instance(instance_id, "running")
+    lines = stage.fleet.wait("the game's own output in the instance's log",
+                             lambda: stage.logs(instance=instance_id, q="game is ready") or None)
+    assert lines[0]["node_id"] == node and lines[0]["stream"] == "stdout"
+
+    r = stage.fleet.api.post(f"/api/v1/instances/{instance_id}/actions", json={"action": "restart"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "running"
+
+    (container,) = stage.containers(instance_id)
+    container.kill(signal="SIGKILL")
+    failed = stage.wait_instance(instance_id, "failed")
+    assert "137" in failed["error"], failed
+    assert stage.free(node)["live"] == 0

@@ -194,6 +194,8 @@ async def test_events_send_incremental_reports_and_start_or_stop_following() -> 
 
     runtime.follow_until["c9"].set()  # the container stops: its log stream ends
     died = _info("c9", "i9", "exited", 137)
+    runtime.containers["c9"] = died
+    w.watcher.settle = 0.01
     runtime.events("die", died)
     runtime.events("kill", died)  # not reported
     runtime.events("start", _info("cx", ""))  # not an instance: ignored
@@ -267,3 +269,16 @@ async def test_a_docker_failure_is_the_outcome() -> None:
     assert (outcome.ok, outcome.error) == (False, "stop of instance i1: stopping container c1: permission denied")
     unspecified = await watcher.container_action(A(instance_id="i1"))
     assert not unspecified.ok
+
+
+async def test_a_death_followed_by_a_restart_is_reported_as_running() -> None:
+    runtime = FakeRuntime()
+    w = Watching(runtime)
+    await eventually(lambda: runtime.watching.is_set() and len(w.sink.reports) == 1, "watching events")
+    w.watcher.settle = 0.05
+    assert runtime.events is not None
+    runtime.containers["c7"] = _info("c7", "i7")  # by the time it is inspected, a restart policy started it
+    runtime.events("die", _info("c7", "i7", "exited", 1))
+    await eventually(lambda: len(w.sink.reports) == 2, "the settled report")
+    assert w.sink.reports[1].instances[0].state == "running"
+    await w.stop()
