@@ -776,3 +776,18 @@ def test_reconcile_takes_any_status_like_object(fleet: Services) -> None:
 
     [failed] = fleet.instances.reconcile("n1", [Status()])
     assert failed.error == "container exited with code 0" and failed.container_id is None
+
+
+def test_another_containers_exit_does_not_fail_an_instance(fleet: Services) -> None:
+    fleet.instances.reconcile("n1", [_report("i-running", container_id="c-new")])
+    before = fleet.instances.get_instance("i-running")
+    assert fleet.instances.reconcile("n1", [_report("i-running", "exited", container_id="c-old", exit_code=0)]) == []
+    assert fleet.instances.get_instance("i-running") == before
+
+
+def test_busy_instances_are_left_to_the_run_changing_them(fleet: Services) -> None:
+    before = _states(fleet)
+    changed = fleet.instances.reconcile("n1", [_report("i-running", "exited", exit_code=137)], full=True,
+                                        busy={"i-running"})
+    assert changed == []
+    assert _states(fleet) == before

@@ -566,3 +566,11 @@ def test_a_launch_runs_its_platforms_pipeline_for_the_instance_it_reserved(
     feed(runs, ev(stop, "", StepState.SUCCEEDED))
     assert services.instances.get_instance(launched.instance.id).state == S.STOPPED
     assert services.instances.reserved("n1") == Resources()
+
+
+def test_busy_instances_are_those_with_a_run_still_going(runs: RunService, node: GameNode) -> None:
+    run = start(runs)
+    assert runs.busy_instances("n1") == {run.instance_id}
+    assert runs.busy_instances("n2") == set()
+    feed(runs, ev(run), ev(run, state=StepState.SUCCEEDED))
+    assert runs.busy_instances("n1") == set()
