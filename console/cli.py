@@ -4,7 +4,12 @@
     gamenode demo  [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
     gamenode agent ...      (the node agent; its own flags, see `gamenode agent --help`)
     gamenode pipeline validate FILE [FILE...]
+    gamenode rollout --nodes ID,... | --selector SEL | --all-without-agent [--upgrade | --uninstall] ...
+    gamenode nodes add ID --ssh-host HOST [--ssh-port P] [--ssh-user U] [--identity FILE] [--label K=V]...
+    gamenode ssh trust NODE [--yes]
     gamenode version
+
+The rollout, nodes and ssh commands talk to a running hub (`console.cli_rollout`).
 
 Errors become one line on stderr and a non-zero exit; `GAMENODE_DEBUG=1`
 shows the traceback too.
@@ -24,6 +29,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from console.cli_rollout import add_commands as _add_hub_commands
 from console.errors import GamenodeError
 from console.hub.app import VERSION
 
@@ -74,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     validate = pipeline_sub.add_parser("validate", help="check pipeline files; print every mistake with its line")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(handler=_validate_pipelines)
+
+    _add_hub_commands(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"gamenode {VERSION}") or 0)

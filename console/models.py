@@ -1,15 +1,18 @@
 """The records gamenode keeps: nodes, instances, game cards, platforms, pipeline runs.
 
-`GameNode` has exactly the seed's fields and JSON/YAML names, so a client of
-the original Go service reads and writes it unchanged. Every record is frozen:
+`GameNode` has the seed's fields and JSON/YAML names, so a client of the
+original Go service reads and writes it unchanged; its one addition, `ssh`
+(how the rollout reaches the node), is left out of answers and files while unset. Every record is frozen:
 stores hand out shared objects, and a change is a new object
 (`record.model_copy(update=...)` after validation, or `Model.model_validate`).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -34,9 +37,15 @@ __all__ = [
     "PlatformState",
     "PortMapping",
     "Resources",
+    "RolloutAction",
+    "RolloutHost",
+    "RolloutRecord",
+    "RolloutState",
+    "RolloutStep",
     "RunInstanceMode",
     "RunSecrets",
     "RunState",
+    "SshAccess",
     "StatusChange",
     "StepRecord",
     "StepState",
@@ -94,8 +103,50 @@ class NodeStatus(StrEnum):
     READY = "ready"
 
 
+_JUMP_HOST = re.compile(r"^(?:(?P<user>[^@\s:]+)@)?(?P<host>[^@\s:]+)(?::(?P<port>[0-9]{1,5}))?$")
+
+NoSpace = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+
+class SshAccess(Model):
+    """How the rollout reaches a node over SSH."""
+
+    host: NoSpace
+    """Host name or address sshd listens on."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: NoSpace = "root"
+    identity_file: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    """Private key file on the hub's host; none: the hub's default keys (or the agent)."""
+    use_agent: bool = False
+    """Use the keys of the hub's ssh-agent (`SSH_AUTH_SOCK`)."""
+    jump_host: NoSpace | None = None
+    """A bastion to go through, `user@host:port` (user and port optional)."""
+    sudo: bool = False
+    """Run the install steps with `sudo -n` (for a user other than root)."""
+    prefix: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = "/opt/gamenode"
+    """Where everything of the agent lives on the node: an absolute directory, never `/`."""
+    python: NoSpace = "python3"
+    """The host's Python (3.9 or newer, with venv)."""
+
+    @field_validator("jump_host")
+    @classmethod
+    def _jump_host(cls, value: str | None) -> str | None:
+        match = _JUMP_HOST.match(value) if value is not None else None
+        if value is not None and (match is None or not 1 <= int(match["port"] or 22) <= 65535):
+            raise ValueError(f"expected [USER@]HOST[:PORT], e.g. admin@bastion:22 (got {value!r})")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not path.is_absolute() or len(path.parts) < 2 or ".." in path.parts or any(c.isspace() for c in value):
+            raise ValueError(f"must be an absolute directory other than /, without '..' or spaces (got {value!r})")
+        return "/" + "/".join(path.parts[1:])
+
+
 class GameNode(Model):
-    """A machine that runs game servers (the seed's `GameNode`)."""
+    """A machine that runs game servers (the seed's `GameNode`, plus `ssh`)."""
 
     id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -118,6 +169,8 @@ class GameNode(Model):
     last_online: Timestamp | None = None
     created_at: Timestamp = Field(default_factory=utcnow)
     updated_at: Timestamp = Field(default_factory=utcnow)
+    ssh: SshAccess | None = Field(default=None, exclude_if=lambda value: value is None)
+    """How the rollout reaches the node (not a seed field: left out while unset)."""
 
     _empty_maps = field_validator("hardware", "network", "resources", "metrics", "labels", mode="before")(
         _none_is_empty
@@ -411,3 +464,84 @@ class RunSecrets(Model):
     id: Id
     """The run's id."""
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- agent rollouts ---------------------------------------------------------
+
+
+class RolloutAction(StrEnum):
+    INSTALL = "install"
+    """Install, or upgrade to the hub's build (a host already on it is left unchanged)."""
+    UNINSTALL = "uninstall"
+    """Stop and remove the agent and its files; revoke its credential."""
+
+
+class RolloutState(StrEnum):
+    """pending → running → succeeded | failed | cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    """Every host ended installed, upgraded, unchanged or removed."""
+    FAILED = "failed"
+    """A host failed or was rolled back, or the rollout could not start (`error`)."""
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RolloutState.SUCCEEDED, RolloutState.FAILED, RolloutState.CANCELLED)
+
+
+class RolloutStep(Model):
+    """One step on one host: connect, preflight, upload, install, configure, start, verify, ..."""
+
+    name: Text
+    state: StepState = StepState.PENDING
+    message: Annotated[str, StringConstraints(max_length=4096)] = ""
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+
+class RolloutHost(Model):
+    """One host of a rollout and how it went."""
+
+    node_id: Id
+    host: Text
+    """`host:port` it was reached at."""
+    from_version: Text | None = None
+    to_version: Text | None = None
+    result: Text = ""
+    """Empty until it ends; then installed, upgraded, unchanged, rolled_back, removed, failed or cancelled."""
+    error: Annotated[str, StringConstraints(max_length=4096)] = ""
+    duration_s: Annotated[float, Field(ge=0)] = 0.0
+    steps: list[RolloutStep] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.result in ("failed", "rolled_back", "cancelled")
+
+
+class RolloutRecord(Model):
+    """One rollout of the agent to a set of nodes over SSH (`ro-<hex>`)."""
+
+    id: Id
+    action: RolloutAction
+    state: RolloutState = RolloutState.PENDING
+    parallel: Annotated[int, Field(ge=1)] = 10
+    canary: Annotated[int, Field(ge=0)] = 0
+    trust_new_host_keys: bool = False
+    timeout: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds a host's new agent has to come online on the new version."""
+    version: Text | None = None
+    """The agent version being installed (known once the bundle is ready)."""
+    error: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """Why the rollout as a whole failed (no bundle, ...); a host's error is on the host."""
+    hosts: list[RolloutHost] = Field(default_factory=list)
+    created_by: Text = ""
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+    def host(self, node_id: str) -> RolloutHost | None:
+        return next((h for h in self.hosts if h.node_id == node_id), None)

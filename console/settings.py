@@ -44,6 +44,12 @@ class HubSettings(BaseSettings):
     """REST API address (`HOST:PORT`)."""
     grpc_listen: str = "127.0.0.1:7070"
     """Agent and console gRPC address (`HOST:PORT`)."""
+    advertise_address: str | None = None
+    """The gRPC address (`HOST:PORT`) the rollout tells agents to dial; default: the bound gRPC address."""
+    rollout_wheelhouse: Path | None = None
+    """Wheels to build the agent bundle from offline (else `pip download` fetches the agent's dependencies)."""
+    rollout_bundle: Path | None = None
+    """A prebuilt agent bundle archive (`bootstrap.build_bundle`) to roll out instead of building one."""
     log_level: str = "info"
     heartbeat_interval: float = Field(default=5.0, gt=0)
     """Seconds between agent heartbeats in a small fleet; widened as the fleet grows (`heartbeat_rate`)."""
@@ -62,10 +68,11 @@ class HubSettings(BaseSettings):
     log_retention: float = Field(default=7 * 86400.0, gt=0)
     """Seconds log files are kept after their newest entry (swept hourly)."""
 
-    @field_validator("http_listen", "grpc_listen")
+    @field_validator("http_listen", "grpc_listen", "advertise_address")
     @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_listen(value)
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
         return value
 
     @classmethod

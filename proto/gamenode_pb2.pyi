@@ -657,3 +657,89 @@ class LogEntries(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     dropped: int
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("nodes", "selector", "all_without_agent", "action", "parallel", "canary", "trust_new_host_keys", "timeout_s", "bundle", "wheelhouse")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALL_WITHOUT_AGENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    TRUST_NEW_HOST_KEYS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    WHEELHOUSE_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    selector: str
+    all_without_agent: bool
+    action: str
+    parallel: int
+    canary: int
+    trust_new_host_keys: bool
+    timeout_s: float
+    bundle: str
+    wheelhouse: str
+    def __init__(self, nodes: _Optional[_Iterable[str]] = ..., selector: _Optional[str] = ..., all_without_agent: _Optional[bool] = ..., action: _Optional[str] = ..., parallel: _Optional[int] = ..., canary: _Optional[int] = ..., trust_new_host_keys: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., bundle: _Optional[str] = ..., wheelhouse: _Optional[str] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("rollout_id",)
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    def __init__(self, rollout_id: _Optional[str] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("id", "action", "state", "created_at", "finished_at", "hosts", "error", "version", "started_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    action: str
+    state: str
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    hosts: _containers.RepeatedCompositeFieldContainer[RolloutHost]
+    error: str
+    version: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hosts: _Optional[_Iterable[_Union[RolloutHost, _Mapping]]] = ..., error: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RolloutHost(_message.Message):
+    __slots__ = ("node_id", "host", "from_version", "to_version", "result", "error", "duration_s", "steps")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    host: str
+    from_version: str
+    to_version: str
+    result: str
+    error: str
+    duration_s: float
+    steps: _containers.RepeatedCompositeFieldContainer[RolloutStep]
+    def __init__(self, node_id: _Optional[str] = ..., host: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., result: _Optional[str] = ..., error: _Optional[str] = ..., duration_s: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[RolloutStep, _Mapping]]] = ...) -> None: ...
+
+class RolloutStep(_message.Message):
+    __slots__ = ("name", "state", "message", "started_at", "finished_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: StepState
+    message: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

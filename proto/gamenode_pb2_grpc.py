@@ -196,6 +196,26 @@ class HubServiceStub:
                 request_serializer=gamenode__pb2.LogQuery.SerializeToString,
                 response_deserializer=gamenode__pb2.LogEntries.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/gamenode.v1.HubService/StartRollout',
+                request_serializer=gamenode__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/gamenode.v1.HubService/GetRollout',
+                request_serializer=gamenode__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.WatchRollout = channel.unary_stream(
+                '/gamenode.v1.HubService/WatchRollout',
+                request_serializer=gamenode__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.CancelRollout = channel.unary_unary(
+                '/gamenode.v1.HubService/CancelRollout',
+                request_serializer=gamenode__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Rollout.FromString,
+                _registered_method=True)
 
 
 class HubServiceServicer:
@@ -306,6 +326,33 @@ class HubServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Agent rollouts over SSH: start one, read it, follow it live (its current
+        state first, then every change until it has finished), cancel it (every
+        host finishes or undoes its current step).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -388,6 +435,26 @@ def add_HubServiceServicer_to_server(servicer, server):
                     servicer.TailLogs,
                     request_deserializer=gamenode__pb2.LogQuery.FromString,
                     response_serializer=gamenode__pb2.LogEntries.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=gamenode__pb2.StartRolloutRequest.FromString,
+                    response_serializer=gamenode__pb2.Rollout.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=gamenode__pb2.GetRolloutRequest.FromString,
+                    response_serializer=gamenode__pb2.Rollout.SerializeToString,
+            ),
+            'WatchRollout': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRollout,
+                    request_deserializer=gamenode__pb2.GetRolloutRequest.FromString,
+                    response_serializer=gamenode__pb2.Rollout.SerializeToString,
+            ),
+            'CancelRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRollout,
+                    request_deserializer=gamenode__pb2.GetRolloutRequest.FromString,
+                    response_serializer=gamenode__pb2.Rollout.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -824,6 +891,114 @@ class HubService:
             '/gamenode.v1.HubService/TailLogs',
             gamenode__pb2.LogQuery.SerializeToString,
             gamenode__pb2.LogEntries.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/StartRollout',
+            gamenode__pb2.StartRolloutRequest.SerializeToString,
+            gamenode__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetRollout',
+            gamenode__pb2.GetRolloutRequest.SerializeToString,
+            gamenode__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gamenode.v1.HubService/WatchRollout',
+            gamenode__pb2.GetRolloutRequest.SerializeToString,
+            gamenode__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/CancelRollout',
+            gamenode__pb2.GetRolloutRequest.SerializeToString,
+            gamenode__pb2.Rollout.FromString,
             options,
             channel_credentials,
             insecure,

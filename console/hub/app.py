@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from console.hub.api import agents, gamecards, instances, nodes, pipelines, platforms, runs
+from agent import __version__
+from console.hub.api import agents, gamecards, instances, nodes, pipelines, platforms, rollouts, runs
 from console.hub.api import logs as logs_api
 from console.hub.errors import install_error_handlers
 from console.hub.live import LiveState
@@ -14,7 +15,8 @@ from console.service.logs import LogService
 
 __all__ = ["create_app"]
 
-VERSION = "0.1.0"
+VERSION = __version__
+"""The gamenode version: one place, `agent.__version__` (pyproject reads it too)."""
 
 
 def create_app(
@@ -38,7 +40,7 @@ def create_app(
     app.state.registry = registry
     app.state.logs = logs
     install_error_handlers(app)
-    for module in (nodes, agents, instances, gamecards, platforms, pipelines, runs, logs_api):
+    for module in (nodes, agents, instances, gamecards, platforms, pipelines, runs, logs_api, rollouts):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["hub"], summary="Liveness")

@@ -15,7 +15,8 @@ answers the run as it is, then the run again after every change (steps,
 progress; a reader that falls behind gets the newest state, not every one in
 between) until it has finished, then ends. It is fed by the run service's
 listeners, never by polling. `QueryLogs` and `TailLogs` are in
-`console.hub.log_rpc`.
+`console.hub.log_rpc`; `StartRollout`, `GetRollout`, `WatchRollout` (the same
+way as `WatchRun`) and `CancelRollout` in `console.hub.rollout_rpc`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from console.errors import GamenodeError, InvalidInput, Unavailable
-from console.hub import log_rpc
+from console.hub import log_rpc, rollout_rpc
 from console.hub.convert import API, dict_from_struct, node_to_pb, run_to_pb
 from console.hub.errors import grpc_status
 from console.hub.live import LiveState
@@ -178,6 +179,23 @@ class HubServicer(pb_grpc.HubServiceServicer):
                     return
         finally:
             unsubscribe()
+
+    # --- rollouts ----------------------------------------------------------------
+
+    async def StartRollout(self, request: pb.StartRolloutRequest, context: Context) -> pb.Rollout:
+        return await rollout_rpc.start_rollout(self.services.rollouts, request, _actor(context), context)
+
+    async def GetRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.Rollout:
+        rollouts = self.services.rollouts
+        return await _call(context, lambda: rollout_rpc.rollout_to_pb(rollouts.get(request.rollout_id)))
+
+    async def WatchRollout(self, request: pb.GetRolloutRequest, context: Context) -> AsyncIterator[pb.Rollout]:
+        async for record in rollout_rpc.watch_rollout(self.services.rollouts, request, context):
+            yield record
+
+    async def CancelRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.Rollout:
+        rollouts = self.services.rollouts
+        return await _call(context, lambda: rollout_rpc.rollout_to_pb(rollouts.cancel(request.rollout_id)))
 
     # --- logs --------------------------------------------------------------------
 

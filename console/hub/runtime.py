@@ -39,7 +39,7 @@ from console.hub.live import LiveState
 from console.hub.run_bridge import RunBridge
 from console.hub.sessions import SessionRegistry
 from console.hub.watch import NodeFeed
-from console.service import PipelineCatalog, Services
+from console.service import PipelineCatalog, RolloutHub, Services
 from console.service.launch import LaunchService
 from console.service.logs import LogService
 from console.settings import HubSettings
@@ -108,17 +108,33 @@ class HubRuntime:
         self.server = server
         self.grpc_address = host_port(host, bound)
         self._monitor = asyncio.create_task(self.registry.monitor(monitor_period))
+        await self._serve_rollouts()
         resent = await asyncio.to_thread(self.services.runs.resume)
         if resent:
             log.info("%d run command(s) no agent acked before the hub stopped: sent again", resent)
         log.debug("gRPC on %s", self.grpc_address)
         return self.grpc_address
 
+    async def _serve_rollouts(self) -> None:
+        """Rollouts run on this loop and tell agents to dial `advertise_address` (default: the bound address)."""
+        hub = RolloutHub(
+            loop=asyncio.get_running_loop(), hub_address=self.settings.advertise_address or self.grpc_address,
+            is_online=self.registry.connected, wheelhouse=self.settings.rollout_wheelhouse,
+            bundle=self.settings.rollout_bundle,
+        )
+        stale = await asyncio.to_thread(self.services.rollouts.attach, hub)
+        if stale:
+            log.warning("%d rollout(s) the hub stopped during were marked failed", stale)
+
     async def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, close agent streams and watches, flush the pending writes (once)."""
+        """Stop accepting calls, close agent streams and watches, flush the pending writes (once).
+
+        Rollouts in progress are cancelled first: each host finishes or undoes its current step.
+        """
         if self._stopped:
             return
         self._stopped = True
+        await self.services.rollouts.close()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

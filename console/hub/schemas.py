@@ -16,6 +16,7 @@ from console.models import (
     PlatformState,
     PortMapping,
     Resources,
+    SshAccess,
 )
 
 __all__ = [
@@ -63,6 +64,8 @@ class NodeUpdate(_Body):
     last_online: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    ssh: SshAccess | None = None
+    """How the rollout reaches the node; `null` removes it."""
 
 
 class NodeBody(NodeUpdate):

@@ -19,6 +19,10 @@ and `online` is written only when it changes. A hub that stops does not mark
 its nodes offline; after a start, those still marked online whose agent did not
 come back within three heartbeat intervals are.
 
+A Hello also records `hardware.agent = {version, capabilities}` (merged with
+the Hello's inventory, written only when it changed): the rollout's verify
+step waits for a node online with the version it installed.
+
 Everything here runs on the hub's event loop, except the listeners named
 `_on_*_threadsafe` (store writes may happen on any thread).
 """
@@ -237,8 +241,8 @@ class SessionRegistry:
             session.log.info("new stream replaces the one from %s", old.peer)
         else:
             self._persist(self._persist_online, node_id)
-        if hello.HasField("inventory"):
-            self.inventory(session, hello.inventory)
+        inventory = hello.inventory if hello.HasField("inventory") else None
+        self._persist(self._persist_inventory, node_id, inventory, _agent_info(hello))
         self.live.set_metrics_interval(node_id, metrics_s)
         for pending in state.pending.values():  # in seq order; the agent dedupes by command id
             session.send(pending.message)
@@ -428,10 +432,20 @@ class SessionRegistry:
     def _persist_offline(self, node_id: str, reason: str) -> None:
         self.services.nodes.set_connected(node_id, False, reason, ACTOR)
 
-    def _persist_inventory(self, node_id: str, inventory: pb.Inventory) -> None:
-        hardware = dict_from_struct(inventory.hardware) if inventory.HasField("hardware") else None
-        network = dict_from_struct(inventory.network) if inventory.HasField("network") else None
+    def _persist_inventory(
+        self, node_id: str, inventory: pb.Inventory | None, agent: dict[str, Any] | None = None
+    ) -> None:
+        """Merge the inventory (and, from a Hello, `hardware.agent`); written only when something changed."""
+        hardware = dict_from_struct(inventory.hardware) if inventory and inventory.HasField("hardware") else None
+        network = dict_from_struct(inventory.network) if inventory and inventory.HasField("network") else None
+        if agent is not None:
+            hardware = {**(hardware or {}), "agent": agent}
         self.services.nodes.merge_inventory(node_id, hardware, network)
+
+
+def _agent_info(hello: pb.Hello) -> dict[str, Any]:
+    """`hardware.agent` of a node: what its agent said it is in its Hello."""
+    return {"version": hello.agent_version, "capabilities": list(hello.capabilities)}
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:

@@ -12,6 +12,7 @@ from console.service.instances import InstanceQuery, InstanceService, InstanceSp
 from console.service.nodes import NodeQuery, NodeService
 from console.service.platforms import PlatformQuery, PlatformService
 from console.service.query import Page
+from console.service.rollouts import RolloutHub, RolloutQuery, RolloutRequest, RolloutService
 from console.service.runs import Dispatcher, RunEvent, RunQuery, RunRequest, RunService
 from console.service.selector import Selector
 from console.store import Stores
@@ -31,6 +32,10 @@ __all__ = [
     "PipelineInfo",
     "PlatformQuery",
     "PlatformService",
+    "RolloutHub",
+    "RolloutQuery",
+    "RolloutRequest",
+    "RolloutService",
     "RunEvent",
     "RunQuery",
     "RunRequest",
@@ -52,6 +57,8 @@ class Services:
     credentials: CredentialService
     runs: RunService
     """Pipeline runs; the hub gives it a dispatcher (agents) and its catalog directory."""
+    rollouts: RolloutService
+    """Agent rollouts over SSH; the hub attaches its loop, address and agent sessions."""
 
     @classmethod
     def over(cls, stores: Stores) -> Services:
@@ -62,11 +69,13 @@ class Services:
         nodes = NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock,
                             credentials=stores.credentials)
         instances = InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock)
+        credentials = CredentialService(stores.credentials, stores.nodes, lock=lock)
         return cls(
             nodes=nodes,
             instances=instances,
             gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock),
             platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock),
-            credentials=CredentialService(stores.credentials, stores.nodes, lock=lock),
+            credentials=credentials,
             runs=RunService(stores.runs, stores.run_secrets, nodes, instances),
+            rollouts=RolloutService(stores.rollouts, nodes, credentials, stores.data_dir.path),
         )

@@ -12,6 +12,7 @@ from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
 from console.store.node import NodeHistoryStore, NodeStore
 from console.store.platform import PlatformStore
+from console.store.rollout import RolloutStore
 from console.store.run import RunSecretStore, RunStore
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "NodeHistoryStore",
     "NodeStore",
     "PlatformStore",
+    "RolloutStore",
     "RunSecretStore",
     "RunStore",
     "Stores",

@@ -10,6 +10,9 @@
       credentials/<id>.yaml   the SHA-256 of each node agent's token (0600, in a 0700 directory)
       runs/<id>.yaml          pipeline runs (secret params redacted)
       run-secrets/<id>.yaml   secret params of runs their agent has not acked yet (0600, in a 0700 directory)
+      rollouts/<id>.yaml      agent rollouts over SSH, per host and step
+      known_hosts             the SSH host keys the rollout trusts (OpenSSH format)
+      bundles/                agent bundles the rollout built (cached by version and inputs)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from console.store.gamecard import GameCardStore
 from console.store.instance import InstanceStore
 from console.store.node import NodeHistoryStore, NodeStore
 from console.store.platform import PlatformStore
+from console.store.rollout import RolloutStore
 from console.store.run import RunSecretStore, RunStore
 
 __all__ = ["DataDir", "DataDirLocked", "Stores"]
@@ -86,11 +90,12 @@ class Stores:
     credentials: CredentialStore
     runs: RunStore
     run_secrets: RunSecretStore
+    rollouts: RolloutStore
     _all: list[YamlStore[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms, self.credentials,
-                     self.runs, self.run_secrets]
+                     self.runs, self.run_secrets, self.rollouts]
 
     @classmethod
     def open(cls, path: Path) -> Stores:
@@ -107,6 +112,7 @@ class Stores:
                 CredentialStore(root / "credentials"),
                 RunStore(root / "runs"),
                 RunSecretStore(root / "run-secrets"),
+                RolloutStore(root / "rollouts"),
             )
             for store in stores._all:
                 store.load()

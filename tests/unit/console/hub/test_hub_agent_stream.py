@@ -254,7 +254,8 @@ async def test_inventory_is_merged_and_written_only_when_it_changed(hub: Hub) ->
     await agent.connect(inventory=inventory)
     await hub.settle()
     node = hub.node("n1")
-    assert node.hardware == {"cpu": {"cores": 32, "model": "EPYC"}, "memory_mb": 65536, "rack_note": "kept"}
+    assert node.hardware == {"cpu": {"cores": 32, "model": "EPYC"}, "memory_mb": 65536, "rack_note": "kept",
+                             "agent": {"version": "test", "capabilities": []}}
     assert isinstance(node.hardware["memory_mb"], int)
 
     await agent.send(inventory=inventory)  # the same again: no write
