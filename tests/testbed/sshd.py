@@ -436,7 +436,7 @@ def agent_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         pytest.fail(f"bootstrap.bundle is not importable: {exc}", pytrace=False)
     from bootstrap.errors import BootstrapError
 
-    cache_plugin = request.config.cache
+    cache_plugin = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     cache = Path(cache_plugin.mkdir("gamenode-rollout")) if cache_plugin is not None else \
         tmp_path_factory.mktemp("gamenode-rollout")
     try:
