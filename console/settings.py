@@ -18,7 +18,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["HubSettings", "default_data_dir", "parse_listen"]
+__all__ = ["UNIX_PREFIX", "HubSettings", "default_data_dir", "parse_listen", "split_listen"]
+
+UNIX_PREFIX = "unix:"
 
 
 def default_data_dir() -> Path:
@@ -35,6 +37,20 @@ def parse_listen(value: str, what: str = "listen address") -> tuple[str, int]:
     return host, int(port)
 
 
+def split_listen(value: str, what: str = "grpc listen address") -> list[str]:
+    """A comma-separated list of `HOST:PORT` and `unix:PATH` addresses, each checked."""
+    addresses = [part.strip() for part in value.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError(f"{what}: expected HOST:PORT or unix:PATH (got {value!r})")
+    for address in addresses:
+        if address.startswith(UNIX_PREFIX):
+            if not address.removeprefix(UNIX_PREFIX):
+                raise ValueError(f"{what}: unix: needs a socket path, e.g. unix:/run/gamenode/hub.sock")
+        else:
+            parse_listen(address, what)
+    return addresses
+
+
 class HubSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAMENODE_", env_nested_delimiter="__", extra="forbid")
 
@@ -43,7 +59,8 @@ class HubSettings(BaseSettings):
     http_listen: str = "127.0.0.1:8080"
     """REST API address (`HOST:PORT`)."""
     grpc_listen: str = "127.0.0.1:7070"
-    """Agent and console gRPC address (`HOST:PORT`)."""
+    """Agent and console gRPC addresses: `HOST:PORT` and `unix:PATH`, comma-separated (agents dial the
+    first TCP one)."""
     advertise_address: str | None = None
     """The gRPC address (`HOST:PORT`) the rollout tells agents to dial; default: the bound gRPC address."""
     rollout_wheelhouse: Path | None = None
@@ -68,11 +85,17 @@ class HubSettings(BaseSettings):
     log_retention: float = Field(default=7 * 86400.0, gt=0)
     """Seconds log files are kept after their newest entry (swept hourly)."""
 
-    @field_validator("http_listen", "grpc_listen", "advertise_address")
+    @field_validator("http_listen", "advertise_address")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
             parse_listen(value)
+        return value
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _grpc_listen(cls, value: str) -> str:
+        split_listen(value)
         return value
 
     @classmethod

@@ -743,3 +743,112 @@ class RolloutStep(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class JsonValue(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class UpdateNodeLabelsRequest(_message.Message):
+    __slots__ = ("id", "set", "remove")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    set: _containers.ScalarMap[str, str]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentToken(_message.Message):
+    __slots__ = ("node_id", "token")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    token: str
+    def __init__(self, node_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListPipelinesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListInstancesRequest(_message.Message):
+    __slots__ = ("node_id", "game", "state", "limit")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    game: str
+    state: str
+    limit: int
+    def __init__(self, node_id: _Optional[str] = ..., game: _Optional[str] = ..., state: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListGameCardsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LaunchInstanceRequest(_message.Message):
+    __slots__ = ("game", "version", "platform", "selector", "policy", "params", "node_id")
+    GAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    game: str
+    version: str
+    platform: str
+    selector: str
+    policy: str
+    params: _struct_pb2.Struct
+    node_id: str
+    def __init__(self, game: _Optional[str] = ..., version: _Optional[str] = ..., platform: _Optional[str] = ..., selector: _Optional[str] = ..., policy: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class StopInstanceRequest(_message.Message):
+    __slots__ = ("instance_id", "force")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    force: bool
+    def __init__(self, instance_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class InstanceActionRequest(_message.Message):
+    __slots__ = ("instance_id", "action")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    action: str
+    def __init__(self, instance_id: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class HostKey(_message.Message):
+    __slots__ = ("node_id", "host", "port", "fingerprint", "verdict")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    host: str
+    port: int
+    fingerprint: str
+    verdict: str
+    def __init__(self, node_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., fingerprint: _Optional[str] = ..., verdict: _Optional[str] = ...) -> None: ...
+
+class TrustHostKeyRequest(_message.Message):
+    __slots__ = ("node_id", "fingerprint", "replace")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    fingerprint: str
+    replace: bool
+    def __init__(self, node_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...

@@ -216,6 +216,61 @@ class HubServiceStub:
                 request_serializer=gamenode__pb2.GetRolloutRequest.SerializeToString,
                 response_deserializer=gamenode__pb2.Rollout.FromString,
                 _registered_method=True)
+        self.GetNodeHistory = channel.unary_unary(
+                '/gamenode.v1.HubService/GetNodeHistory',
+                request_serializer=gamenode__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.UpdateNodeLabels = channel.unary_unary(
+                '/gamenode.v1.HubService/UpdateNodeLabels',
+                request_serializer=gamenode__pb2.UpdateNodeLabelsRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.Node.FromString,
+                _registered_method=True)
+        self.IssueAgentToken = channel.unary_unary(
+                '/gamenode.v1.HubService/IssueAgentToken',
+                request_serializer=gamenode__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.AgentToken.FromString,
+                _registered_method=True)
+        self.ListPipelines = channel.unary_unary(
+                '/gamenode.v1.HubService/ListPipelines',
+                request_serializer=gamenode__pb2.ListPipelinesRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.ListInstances = channel.unary_unary(
+                '/gamenode.v1.HubService/ListInstances',
+                request_serializer=gamenode__pb2.ListInstancesRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.ListGameCards = channel.unary_unary(
+                '/gamenode.v1.HubService/ListGameCards',
+                request_serializer=gamenode__pb2.ListGameCardsRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.LaunchInstance = channel.unary_unary(
+                '/gamenode.v1.HubService/LaunchInstance',
+                request_serializer=gamenode__pb2.LaunchInstanceRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.StopInstance = channel.unary_unary(
+                '/gamenode.v1.HubService/StopInstance',
+                request_serializer=gamenode__pb2.StopInstanceRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.InstanceAction = channel.unary_unary(
+                '/gamenode.v1.HubService/InstanceAction',
+                request_serializer=gamenode__pb2.InstanceActionRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JsonValue.FromString,
+                _registered_method=True)
+        self.GetHostKey = channel.unary_unary(
+                '/gamenode.v1.HubService/GetHostKey',
+                request_serializer=gamenode__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.HostKey.FromString,
+                _registered_method=True)
+        self.TrustHostKey = channel.unary_unary(
+                '/gamenode.v1.HubService/TrustHostKey',
+                request_serializer=gamenode__pb2.TrustHostKeyRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.HostKey.FromString,
+                _registered_method=True)
 
 
 class HubServiceServicer:
@@ -353,6 +408,87 @@ class HubServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNodeHistory(self, request, context):
+        """What the operator console needs beyond the above, the same as the REST
+        API answers it: `JsonValue.json` holds the REST answer's JSON (its field
+        names; times as ISO 8601 strings).
+        A node's status history (REST GET /nodes/{id}/history): a JSON array of status changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNodeLabels(self, request, context):
+        """Add, change or remove labels (REST PATCH /nodes/{id}/labels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueAgentToken(self, request, context):
+        """Issue (or rotate) a node agent's credential; the old one stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPipelines(self, request, context):
+        """The hub's named pipelines with their params and steps: a JSON array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstances(self, request, context):
+        """Instances (REST GET /instances): a JSON array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGameCards(self, request, context):
+        """Game cards with their versions (REST GET /gamecards): a JSON array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LaunchInstance(self, request, context):
+        """Place a game on the fleet and start it (REST POST /instances): {instance, run_id}.
+        FAILED_PRECONDITION when no node fits, each node's reason in the message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopInstance(self, request, context):
+        """Stop an instance (REST DELETE /instances/{id}): {instance, run_id, deleted}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstanceAction(self, request, context):
+        """Stop, restart or remove an instance's container through its agent: the instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHostKey(self, request, context):
+        """The SSH host key a node presents now, and the hub's verdict on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrustHostKey(self, request, context):
+        """Add the key a node presents to the hub's known_hosts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -455,6 +591,61 @@ def add_HubServiceServicer_to_server(servicer, server):
                     servicer.CancelRollout,
                     request_deserializer=gamenode__pb2.GetRolloutRequest.FromString,
                     response_serializer=gamenode__pb2.Rollout.SerializeToString,
+            ),
+            'GetNodeHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNodeHistory,
+                    request_deserializer=gamenode__pb2.GetNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'UpdateNodeLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNodeLabels,
+                    request_deserializer=gamenode__pb2.UpdateNodeLabelsRequest.FromString,
+                    response_serializer=gamenode__pb2.Node.SerializeToString,
+            ),
+            'IssueAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueAgentToken,
+                    request_deserializer=gamenode__pb2.GetNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.AgentToken.SerializeToString,
+            ),
+            'ListPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipelines,
+                    request_deserializer=gamenode__pb2.ListPipelinesRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'ListInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstances,
+                    request_deserializer=gamenode__pb2.ListInstancesRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'ListGameCards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGameCards,
+                    request_deserializer=gamenode__pb2.ListGameCardsRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'LaunchInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.LaunchInstance,
+                    request_deserializer=gamenode__pb2.LaunchInstanceRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'StopInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopInstance,
+                    request_deserializer=gamenode__pb2.StopInstanceRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'InstanceAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstanceAction,
+                    request_deserializer=gamenode__pb2.InstanceActionRequest.FromString,
+                    response_serializer=gamenode__pb2.JsonValue.SerializeToString,
+            ),
+            'GetHostKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHostKey,
+                    request_deserializer=gamenode__pb2.GetNodeRequest.FromString,
+                    response_serializer=gamenode__pb2.HostKey.SerializeToString,
+            ),
+            'TrustHostKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrustHostKey,
+                    request_deserializer=gamenode__pb2.TrustHostKeyRequest.FromString,
+                    response_serializer=gamenode__pb2.HostKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -999,6 +1190,303 @@ class HubService:
             '/gamenode.v1.HubService/CancelRollout',
             gamenode__pb2.GetRolloutRequest.SerializeToString,
             gamenode__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNodeHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetNodeHistory',
+            gamenode__pb2.GetNodeRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNodeLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/UpdateNodeLabels',
+            gamenode__pb2.UpdateNodeLabelsRequest.SerializeToString,
+            gamenode__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/IssueAgentToken',
+            gamenode__pb2.GetNodeRequest.SerializeToString,
+            gamenode__pb2.AgentToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/ListPipelines',
+            gamenode__pb2.ListPipelinesRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/ListInstances',
+            gamenode__pb2.ListInstancesRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGameCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/ListGameCards',
+            gamenode__pb2.ListGameCardsRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LaunchInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/LaunchInstance',
+            gamenode__pb2.LaunchInstanceRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/StopInstance',
+            gamenode__pb2.StopInstanceRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstanceAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/InstanceAction',
+            gamenode__pb2.InstanceActionRequest.SerializeToString,
+            gamenode__pb2.JsonValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHostKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/GetHostKey',
+            gamenode__pb2.GetNodeRequest.SerializeToString,
+            gamenode__pb2.HostKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrustHostKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.HubService/TrustHostKey',
+            gamenode__pb2.TrustHostKeyRequest.SerializeToString,
+            gamenode__pb2.HostKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,10 @@ progress; a reader that falls behind gets the newest state, not every one in
 between) until it has finished, then ends. It is fed by the run service's
 listeners, never by polling. `QueryLogs` and `TailLogs` are in
 `console.hub.log_rpc`; `StartRollout`, `GetRollout`, `WatchRollout` (the same
-way as `WatchRun`) and `CancelRollout` in `console.hub.rollout_rpc`.
+way as `WatchRun`) and `CancelRollout` in `console.hub.rollout_rpc`; the
+console's extras (node history, labels, tokens, pipelines, instances, game
+cards, launch / stop / container actions, SSH host keys) in
+`console.hub.console_rpc`.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from grpc import aio
 
 from console.errors import GamenodeError, InvalidInput, Unavailable
 from console.hub import log_rpc, rollout_rpc
+from console.hub.console_rpc import ConsoleRpc
 from console.hub.convert import API, dict_from_struct, node_to_pb, run_to_pb
 from console.hub.errors import grpc_status
 from console.hub.live import LiveState
 from console.hub.watch import NodeFeed
 from console.models import GameNode, PipelineRun
 from console.service import NodeQuery, RunQuery, RunRequest, Selector, Services
+from console.service.launch import LaunchService
 from console.service.logs import LogService
 from console.validation import validate
 from proto import gamenode_pb2 as pb
@@ -56,13 +61,15 @@ SNAPSHOT_CHUNK = 500
 
 class HubServicer(pb_grpc.HubServiceServicer):
     def __init__(
-        self, services: Services, live: LiveState, feed: NodeFeed, version: str, logs: LogService | None = None
+        self, services: Services, live: LiveState, feed: NodeFeed, version: str, logs: LogService | None = None,
+        launch: LaunchService | None = None,
     ) -> None:
         self.services = services
         self.live = live
         self.feed = feed
         self.version = version
         self.logs = logs
+        self.console = ConsoleRpc(services, launch, self._pb)
 
     async def GetVersion(self, request: pb.GetVersionRequest, context: Context) -> pb.VersionInfo:
         return pb.VersionInfo(version=self.version, api=API)
@@ -212,6 +219,41 @@ class HubServicer(pb_grpc.HubServiceServicer):
             await context.abort(grpc_status(exc), exc.message)
         assert self.logs is not None
         return self.logs
+
+    # --- console extras (console.hub.console_rpc) ---------------------------------
+
+    async def GetNodeHistory(self, request: pb.GetNodeRequest, context: Context) -> pb.JsonValue:
+        return await self.console.node_history(request, context)
+
+    async def UpdateNodeLabels(self, request: pb.UpdateNodeLabelsRequest, context: Context) -> pb.Node:
+        return await self.console.update_labels(request, context)
+
+    async def IssueAgentToken(self, request: pb.GetNodeRequest, context: Context) -> pb.AgentToken:
+        return await self.console.issue_token(request, context)
+
+    async def ListPipelines(self, request: pb.ListPipelinesRequest, context: Context) -> pb.JsonValue:
+        return await self.console.pipelines(context)
+
+    async def ListInstances(self, request: pb.ListInstancesRequest, context: Context) -> pb.JsonValue:
+        return await self.console.instances(request, context)
+
+    async def ListGameCards(self, request: pb.ListGameCardsRequest, context: Context) -> pb.JsonValue:
+        return await self.console.gamecards(context)
+
+    async def LaunchInstance(self, request: pb.LaunchInstanceRequest, context: Context) -> pb.JsonValue:
+        return await self.console.launch_instance(request, _actor(context), context)
+
+    async def StopInstance(self, request: pb.StopInstanceRequest, context: Context) -> pb.JsonValue:
+        return await self.console.stop_instance(request, _actor(context), context)
+
+    async def InstanceAction(self, request: pb.InstanceActionRequest, context: Context) -> pb.JsonValue:
+        return await self.console.instance_action(request, context)
+
+    async def GetHostKey(self, request: pb.GetNodeRequest, context: Context) -> pb.HostKey:
+        return await self.console.host_key(request, context)
+
+    async def TrustHostKey(self, request: pb.TrustHostKeyRequest, context: Context) -> pb.HostKey:
+        return await self.console.trust_host_key(request, context)
 
     # --- internals --------------------------------------------------------------
 

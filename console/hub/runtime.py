@@ -34,7 +34,7 @@ from console.hub.agent_service import AgentServicer
 from console.hub.app import VERSION, create_app
 from console.hub.containers import RegistryContainers
 from console.hub.hub_service import HubServicer
-from console.hub.listen import ListenError, check_bindable, host_port
+from console.hub.listen import ListenError, check_bindable, host_port, prepare_unix, split_listen, unix_path
 from console.hub.live import LiveState
 from console.hub.run_bridge import RunBridge
 from console.hub.sessions import SessionRegistry
@@ -80,7 +80,9 @@ class HubRuntime:
                                          agent=RegistryContainers(self.registry))
         self.server: aio.Server | None = None
         self.grpc_address = ""
-        """`HOST:PORT` the gRPC server listens on (the real port when asked for port 0)."""
+        """`HOST:PORT` the gRPC server listens on (the real port when asked for port 0); agents dial it."""
+        self.grpc_addresses: list[str] = []
+        """Every address the gRPC server listens on, `grpc_address` first, then `unix:PATH` ones."""
         self._monitor: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -91,28 +93,35 @@ class HubRuntime:
         return app
 
     async def start(self, listen: str, monitor_period: float = 1.0) -> str:
-        """Serve gRPC on `listen` (port 0: a free one) and watch for silent agents; the address."""
-        host, port = check_bindable(listen, "grpc listen address")
+        """Serve gRPC on `listen` (comma-separated `HOST:PORT`, port 0: a free one, and `unix:PATH`) and
+        watch for silent agents; the first TCP address (else the first), as bound."""
+        addresses = split_listen(listen)
+        tcp = [check_bindable(a, "grpc listen address") for a in addresses if unix_path(a) is None]
+        for path in filter(None, map(unix_path, addresses)):
+            prepare_unix(path)
         server = aio.server(options=GRPC_OPTIONS, compression=grpc.Compression.Gzip)
         pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AgentServicer(self.registry, self.live, self.services.credentials, self.runs, self.logs), server
         )
         pb_grpc.add_HubServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            HubServicer(self.services, self.live, self.feed, VERSION, self.logs), server
+            HubServicer(self.services, self.live, self.feed, VERSION, self.logs, self.launch), server
         )
-        try:
-            bound = server.add_insecure_port(host_port(host, port))
-        except RuntimeError as exc:
-            raise ListenError(f"cannot listen on {listen} (gRPC): {exc}") from None
+        bound = [_add_port(server, host_port(host, port), listen) for host, port in tcp]
+        unix = [a for a in addresses if unix_path(a) is not None]
+        for address in unix:
+            _add_port(server, address, listen)
         await server.start()
+        for path in filter(None, map(unix_path, unix)):
+            path.chmod(0o600)  # only this user's consoles
         self.server = server
-        self.grpc_address = host_port(host, bound)
+        self.grpc_addresses = [host_port(host, port) for (host, _), port in zip(tcp, bound, strict=True)] + unix
+        self.grpc_address = self.grpc_addresses[0]
         self._monitor = asyncio.create_task(self.registry.monitor(monitor_period))
         await self._serve_rollouts()
         resent = await asyncio.to_thread(self.services.runs.resume)
         if resent:
             log.info("%d run command(s) no agent acked before the hub stopped: sent again", resent)
-        log.debug("gRPC on %s", self.grpc_address)
+        log.debug("gRPC on %s", ", ".join(self.grpc_addresses))
         return self.grpc_address
 
     async def _serve_rollouts(self) -> None:
@@ -149,3 +158,11 @@ class HubRuntime:
         self.services.runs.dispatcher = None
         await asyncio.to_thread(self.logs.close)
         self._unsubscribe()
+
+
+def _add_port(server: aio.Server, address: str, listen: str) -> int:
+    """Bind `address`; the port bound (TCP)."""
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ListenError(f"cannot listen on {listen} (gRPC): {exc}") from None

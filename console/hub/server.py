@@ -47,6 +47,9 @@ class Hub:
         self.runtime: HubRuntime | None = None
         self.http_url = ""
         self.grpc_address = ""
+        """The address agents dial (the first TCP one)."""
+        self.grpc_addresses: list[str] = []
+        """Every gRPC address served, `grpc_address` first (then `unix:PATH` ones)."""
         self._server: _Server | None = None
         self._stopping = asyncio.Event()
 
@@ -69,6 +72,7 @@ class Hub:
         runtime = self.runtime = HubRuntime(services, self.settings)
         try:
             self.grpc_address = await runtime.start(self.settings.grpc_listen)
+            self.grpc_addresses = runtime.grpc_addresses
             host, port = sock.getsockname()[:2]
             self.http_url = f"http://{host_port(host, port)}"
             config = uvicorn.Config(

@@ -127,6 +127,8 @@ class ParamInfo(Model):
     """The value used when none is given (a secret's default reads `***`); null for a required param."""
     secret: bool = False
     description: str = ""
+    choices: list[Any] | None = None
+    """The only values allowed; null when any value of the type is."""
 
 
 class PipelineInfo(Model):
@@ -165,4 +167,4 @@ def _param(name: str, spec: ParamSpec) -> ParamInfo:
     if spec.secret and default not in (None, ""):
         default = "***"
     return ParamInfo(name=name, type=spec.type, required=spec.required, default=default, secret=spec.secret,
-                     description=spec.description)
+                     description=spec.description, choices=spec.choices)
