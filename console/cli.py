@@ -1,7 +1,8 @@
 """The `gamenode` command.
 
-    gamenode hub   [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
-    gamenode demo  [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT]
+    gamenode hub     [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT[,unix:PATH]]
+    gamenode console [--data-dir DIR] [--connect HOST:PORT]
+    gamenode demo    [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT] [--no-agents] [--headless]
     gamenode agent ...      (the node agent; its own flags, see `gamenode agent --help`)
     gamenode pipeline validate FILE [FILE...]
     gamenode rollout --nodes ID,... | --selector SEL | --all-without-agent [--upgrade | --uninstall] ...
@@ -9,7 +10,8 @@
     gamenode ssh trust NODE [--yes]
     gamenode version
 
-The rollout, nodes and ssh commands talk to a running hub (`console.cli_rollout`).
+The rollout, nodes and ssh commands talk to a running hub (`console.cli_rollout`);
+the console and the interactive demo are in `console.cli_console`.
 
 Errors become one line on stderr and a non-zero exit; `GAMENODE_DEBUG=1`
 shows the traceback too.
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from console.cli_console import add_console_command, interactive, run_demo_console
 from console.cli_rollout import add_commands as _add_hub_commands
 from console.errors import GamenodeError
 from console.hub.app import VERSION
@@ -68,9 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     _hub_flags(hub)
     hub.set_defaults(handler=_run_hub)
 
-    demo = sub.add_parser("demo", help="run a hub and three local agents on a demo data dir with a sample fleet")
+    add_console_command(sub)
+
+    demo = sub.add_parser("demo", help="a hub, three local agents and the console on a demo data dir with a "
+                                       "sample fleet")
     _hub_flags(demo, data_dir=DEMO_DATA_DIR)
     demo.add_argument("--no-agents", action="store_true", help="start no local agents")
+    demo.add_argument("--headless", action="store_true",
+                      help="no console: print the addresses and serve until Ctrl-C (the default when stdin or "
+                           "stdout is not a terminal)")
     demo.set_defaults(handler=_run_demo)
 
     sub.add_parser("agent", help="run the node agent (`gamenode agent --help` for its flags)", add_help=False)
@@ -93,7 +102,8 @@ def _hub_flags(parser: argparse.ArgumentParser, data_dir: Path | None = None) ->
                         help="data directory (default: $GAMENODE_DATA_DIR or ~/.local/share/gamenode)")
     parser.add_argument("--http-listen", metavar="HOST:PORT", help="REST API address (default 127.0.0.1:8080)")
     parser.add_argument("--grpc-listen", metavar="HOST:PORT",
-                        help="gRPC address for agents and consoles (default 127.0.0.1:7070)")
+                        help="gRPC address for agents and consoles (default 127.0.0.1:7070); more, comma-separated, "
+                             "e.g. 127.0.0.1:7070,unix:/run/gamenode/hub.sock")
 
 
 def _validate_pipelines(args: argparse.Namespace) -> int:
@@ -128,13 +138,20 @@ def _run_hub(args: argparse.Namespace) -> int:
 
     def ready(hub: Hub) -> None:
         print(f"gamenode hub: REST API on {hub.http_url} (OpenAPI at {hub.http_url}/docs), "
-              f"gRPC on {hub.grpc_address}, data in {settings.data_dir}", flush=True)
+              f"gRPC on {', '.join(hub.grpc_addresses)}, data in {settings.data_dir}", flush=True)
 
     asyncio.run(Hub(settings).run(on_ready=ready))
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    """The console on a demo hub; headless (today's demo) with --headless or without a terminal."""
+    if not args.headless and interactive():
+        return run_demo_console(args)
+    return _run_headless_demo(args)
+
+
+def _run_headless_demo(args: argparse.Namespace) -> int:
     from console.hub.demo import DemoAgents, seed_demo
     from console.hub.server import Hub, ListenError
     from console.service import Services
@@ -158,7 +175,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                   f"(logs in {agents.root}/*/agent.log)")
         print(f"  REST API   {hub.http_url}/api/v1/nodes")
         print(f"  OpenAPI    {hub.http_url}/docs")
-        print(f"  gRPC       {hub.grpc_address}")
+        print(f"  gRPC       {', '.join(hub.grpc_addresses)}")
         print(f"  try        curl -s '{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
         print("  stop       Ctrl-C", flush=True)
 

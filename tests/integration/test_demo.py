@@ -26,7 +26,7 @@ def _online(api: httpx.Client) -> set[str]:
 def test_demo_brings_three_local_agents_online_and_stops_them_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAMENODE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "demo", "--data-dir", str(tmp_path / "demo"),
+        [sys.executable, "-m", "console.cli", "demo", "--headless", "--data-dir", str(tmp_path / "demo"),
          "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"],
         cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True,

@@ -1,0 +1,1 @@
+"""The console's screens, one per module (loaded lazily by the app; see `console.tui.app.SCREENS`)."""
