@@ -60,35 +60,30 @@ def sample_time(sample: pb.MetricsSample) -> float:
 # --- structs --------------------------------------------------------------------
 
 
-def _whole(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    return value
+_EXACT = 2**53
+"""Floats below this in size convert to `int` without loss when whole."""
 
 
 def dict_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain Python, whole numbers as `int`."""
-    out: dict[str, Any] = _whole(_struct_value(struct))
-    return out
+    return {k: _struct_value(v) for k, v in struct.fields.items()}
 
 
-def _struct_value(value: Any) -> Any:
-    if isinstance(value, struct_pb2.Struct):
-        return {k: _struct_value(v) for k, v in value.fields.items()}
-    if isinstance(value, struct_pb2.ListValue):
-        return [_struct_value(v) for v in value.values]
+def _struct_value(value: struct_pb2.Value) -> Any:
+    """One Struct value as plain Python, in one pass (the console converts ~1,000 node maps a second)."""
     kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and -_EXACT < number < _EXACT else number
+    if kind == "string_value":
+        return value.string_value
     if kind == "struct_value":
-        return _struct_value(value.struct_value)
+        return {k: _struct_value(v) for k, v in value.struct_value.fields.items()}
     if kind == "list_value":
-        return _struct_value(value.list_value)
-    if kind in (None, "null_value"):
-        return None
-    return getattr(value, kind)
+        return [_struct_value(v) for v in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or unset
 
 
 # --- nodes ----------------------------------------------------------------------

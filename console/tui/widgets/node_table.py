@@ -5,6 +5,24 @@
 rebuilds the table. Columns have fixed widths, so an update never re-measures
 the table. Sorting goes by raw values (numbers as numbers), and the cursor
 stays on the node it was on.
+
+Repaints redraw only the changed cells. Textual's `DataTable.update_cell` bumps
+`_update_count`, which is part of the key of every render cache (cells, rows,
+lines), so any one update makes the next repaint render every visible cell
+again (80-150 ms at 200x50, while a key press waits). Inside `batch_cells()`
+`NodeTable.update_cell` instead stores the value and, at the end of the batch,
+drops only the cached renders of the changed cells and of the lines of their
+rows, then repaints just those rows. This relies on private attributes of
+Textual's DataTable (`_data` and the four render caches, whose keys start with
+the row key, or the row index for `_row_renderable_cache`, or the line for
+`_line_cache`); `_local_invalidation()` checks they are there, and without them
+`update_cell` is Textual's own. tests/unit/console/tui/test_node_table.py
+checks the caches' keys and that what is drawn is current.
+
+Even so, repainting a screenful of changed rows takes ~40 ms, so at most
+`ROWS_PER_PAINT` rows in view are written between two repaints; the others
+stay stale and are written after the next repaint (`call_after_refresh`), a
+few frames later. A key press is then never behind more than one such repaint.
 """
 
 from __future__ import annotations
@@ -20,7 +38,7 @@ from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 from console.tui.fmt import STATUS_STYLES, ago, labels_text, percent, rate
 from console.tui.support import as_datetime
@@ -61,6 +79,8 @@ SEEN_NOW = datetime.max.replace(tzinfo=UTC)
 """The SEEN value of a node whose agent is connected (newest of all when sorting)."""
 MARGIN = 20
 """Rows above and below the visible ones whose cells are kept current too."""
+ROWS_PER_PAINT = 12
+"""Rows in view written between two repaints at the most (rows out of view cost no repaint)."""
 
 
 def _net(node: dict[str, Any], field: str) -> float | None:
@@ -135,6 +155,18 @@ def _sort_value(value: Any) -> SortValue:
     return (1, value)
 
 
+_CACHES = ("_cell_render_cache", "_row_render_cache", "_row_renderable_cache", "_line_cache")
+_PRIVATE = ("_data", "_row_locations", "_column_locations", "_y_offsets", "_update_count", *_CACHES)
+
+
+def _local_invalidation(table: DataTable[Any]) -> bool:
+    """Whether `table` has the private DataTable attributes that `NodeTable.update_cell` relies on."""
+    if not all(hasattr(table, name) for name in _PRIVATE):
+        return False
+    caches = [getattr(table, name) for name in _CACHES]
+    return all(callable(getattr(c, "keys", None)) and callable(getattr(c, "discard", None)) for c in caches)
+
+
 class NodeTable(DataTable[Cell]):
     """Nodes by id; `upsert`, `remove`, `sort_by`; `clock` gives "now" for the SEEN column."""
 
@@ -152,6 +184,8 @@ class NodeTable(DataTable[Cell]):
     """Inside `batch_cells()`: repaints wait for its end."""
     _deferred = False
     """A repaint was asked for inside `batch_cells()`."""
+    _resync_pending = False
+    """`_sync_stale` runs again after the next repaint (rows in view were left stale)."""
 
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -163,7 +197,11 @@ class NodeTable(DataTable[Cell]):
         self._shown: dict[str, dict[str, Any]] = {}
         """Node id → the values its row's cells were last written from."""
         self._stale: set[str] = set()
-        """Rows out of view whose cells wait for the row to come into view."""
+        """Rows whose cells wait to be written: out of view, or in view beyond `ROWS_PER_PAINT`."""
+        self._local_invalidation = _local_invalidation(self)
+        """Whether `update_cell` inside `batch_cells()` can drop only the changed cells' renders."""
+        self._dirty_cells: set[tuple[RowKey, ColumnKey]] = set()
+        """Cells updated inside `batch_cells()` whose cached renders are dropped at its end."""
 
     def on_mount(self) -> None:
         for column in COLUMNS:
@@ -205,20 +243,77 @@ class NodeTable(DataTable[Cell]):
 
     @contextmanager
     def batch_cells(self) -> Iterator[None]:
-        """Many `update_cell` calls, one repaint (each call would otherwise mark the widget dirty again)."""
+        """Many `update_cell` calls, one repaint (each call would otherwise mark the widget dirty again).
+
+        Cells updated inside are repainted alone (see the module's docstring); anything
+        else that asked for a repaint repaints the whole table.
+        """
+        if self._batching:  # nested: the outer batch repaints
+            yield
+            return
         self._batching, self._deferred = True, False
         try:
             yield
         finally:
             self._batching = False
+            dirty, self._dirty_cells = self._dirty_cells, set()
             if self._deferred:
+                self._drop_renders(dirty)
                 super().refresh()
+            elif dirty:
+                self._drop_renders(dirty)
+                self._refresh_rows({row for row, _ in dirty})
+
+    def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Cell, *,
+                    update_width: bool = False) -> None:
+        """As DataTable's; inside `batch_cells()` the other cells' cached renders are kept."""
+        if not (self._batching and self._local_invalidation) or update_width:
+            super().update_cell(row_key, column_key, value, update_width=update_width)
+            return
+        row_key = RowKey(row_key) if isinstance(row_key, str) else row_key
+        column_key = ColumnKey(column_key) if isinstance(column_key, str) else column_key
+        if row_key not in self._row_locations or column_key not in self._column_locations:
+            raise CellDoesNotExist(f"No cell exists for row_key={row_key!r}, column_key={column_key!r}.")
+        self._data[row_key][column_key] = value
+        self._dirty_cells.add((row_key, column_key))
+
+    def _drop_renders(self, cells: set[tuple[RowKey, ColumnKey]]) -> None:
+        """Forget the cached renders of these cells, of their rows and of their rows' lines."""
+        if not cells:
+            return
+        rows = {row for row, _ in cells}
+        indexes = {self._row_locations.get(row) for row in rows}
+        offsets = self._y_offsets  # line (below the header) → (row key, line in row)
+        header = self.header_height if self.show_header else 0
+
+        def row_of_line(y: int) -> RowKey | None:
+            return offsets[y - header][0] if 0 <= y - header < len(offsets) else None
+
+        self._discard(self._cell_render_cache, lambda key: (key[0], key[1]) in cells)
+        self._discard(self._row_render_cache, lambda key: key[0] in rows)
+        self._discard(self._row_renderable_cache, lambda key: key[1] in indexes)
+        self._discard(self._line_cache, lambda key: row_of_line(key[0]) in rows)
+
+    @staticmethod
+    def _discard(cache: Any, stale: Callable[[Any], bool]) -> None:
+        for key in [key for key in cache.keys() if stale(key)]:
+            cache.discard(key)
+
+    def _refresh_rows(self, rows: set[RowKey]) -> None:
+        """Repaint the lines of these rows (those in view)."""
+        header = self.header_height if self.show_header else 0
+        top, width = int(self.scroll_y), self.size.width
+        in_view = self._y_offsets[top:top + max(0, self.scrollable_content_region.height - header)]
+        regions = [Region(0, header + y, width, 1) for y, (row, _) in enumerate(in_view) if row in rows]
+        if regions:
+            super().refresh(*regions)
 
     def upsert(self, nodes: Iterable[dict[str, Any]]) -> tuple[bool, set[str]]:
         """Add new nodes, update the changed cells of known ones: (rows added?, columns changed).
 
-        Rows out of view (beyond `MARGIN`) only remember that they are stale; their
-        cells are written when they scroll into view.
+        Changed rows are stale until written by `_sync_stale`: now for rows near the
+        view, `ROWS_PER_PAINT` at a time for rows in view; rows out of view (beyond
+        `MARGIN`) are written when they scroll into view.
         """
         with self.batch_cells():
             return self._upsert(nodes)
@@ -226,7 +321,6 @@ class NodeTable(DataTable[Cell]):
     def _upsert(self, nodes: Iterable[dict[str, Any]]) -> tuple[bool, set[str]]:
         now = self.clock()
         added, changed = False, set[str]()
-        window = self._window()
         for node in nodes:
             values = node_values(node)
             node_id = str(values["id"])
@@ -238,10 +332,8 @@ class NodeTable(DataTable[Cell]):
                 added = True
                 continue
             changed.update(key for key in COLUMN_KEYS if values[key] != old[key])
-            if window[0] <= self.get_row_index(node_id) <= window[1]:
-                self._write(node_id, now)
-            else:
-                self._stale.add(node_id)
+            self._stale.add(node_id)
+        self._sync_stale()
         return added, changed
 
     def _window(self) -> tuple[int, int]:
@@ -259,14 +351,36 @@ class NodeTable(DataTable[Cell]):
         self._stale.discard(node_id)
 
     def _sync_stale(self) -> None:
-        """Write the stale rows that are now in view."""
+        """Write the stale rows near the view: those out of view, and `ROWS_PER_PAINT` of those in view
+        (top first; the rest after the next repaint)."""
         if not self._stale:
             return
         low, high = self._window()
+        top = int(self.scroll_y)
+        bottom = top + self.scrollable_content_region.height - (self.header_height if self.show_header else 0)
         now = self.clock()
+        budget = ROWS_PER_PAINT
         with self.batch_cells():
-            for node_id in [n for n in self._stale if low <= self.get_row_index(n) <= high]:
+            for index, row in enumerate(self.ordered_rows[max(0, low):high + 1], start=max(0, low)):
+                node_id = str(row.key.value)
+                if node_id not in self._stale:
+                    continue
+                if top <= index < bottom:
+                    if not budget:
+                        self._resync_after_refresh()
+                        continue
+                    budget -= 1
                 self._write(node_id, now)
+
+    def _resync_after_refresh(self) -> None:
+        if not self._resync_pending:
+            self._resync_pending = True
+            self.call_after_refresh(self._resync)
+
+    def _resync(self) -> None:
+        self._resync_pending = False
+        if self.is_attached:
+            self._sync_stale()
 
     def remove_nodes(self, node_ids: Iterable[str]) -> None:
         """Remove the rows of these nodes (ids without a row are ignored)."""
