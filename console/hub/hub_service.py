@@ -25,7 +25,6 @@ cards, launch / stop / container actions, SSH host keys) in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -39,7 +38,7 @@ from console.hub.console_rpc import ConsoleRpc
 from console.hub.convert import API, dict_from_struct, node_to_pb, run_to_pb
 from console.hub.errors import grpc_status
 from console.hub.live import LiveState
-from console.hub.watch import NodeFeed
+from console.hub.watch import Latest, NodeFeed
 from console.models import GameNode, PipelineRun
 from console.service import NodeQuery, RunQuery, RunRequest, Selector, Services
 from console.service.launch import LaunchService
@@ -167,23 +166,12 @@ class HubServicer(pb_grpc.HubServiceServicer):
             self.services.runs.cancel(request.run_id, request.reason, actor)))
 
     async def WatchRun(self, request: pb.GetRunRequest, context: Context) -> AsyncIterator[pb.Run]:
-        loop = asyncio.get_running_loop()
-        changed: asyncio.Queue[PipelineRun] = asyncio.Queue()
-
-        def listener(run: PipelineRun) -> None:  # any thread, under the services' lock
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub has stopped
-                loop.call_soon_threadsafe(changed.put_nowait, run)
-
+        latest: Latest[PipelineRun] = Latest()
         unsubscribe = await _call(
-            context, lambda: self.services.runs.subscribe(listener, request.run_id, current=True))
+            context, lambda: self.services.runs.subscribe(latest.put, request.run_id, current=True))
         try:
-            while True:
-                run = await changed.get()
-                while not changed.empty():  # a slow reader gets the newest state
-                    run = changed.get_nowait()
+            async for run in latest.until(lambda r: r.state.finished):
                 yield run_to_pb(run)
-                if run.state.finished:
-                    return
         finally:
             unsubscribe()
 

@@ -9,7 +9,6 @@ the rollout service's listeners, never by polling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from grpc import aio
 from console.errors import GamenodeError
 from console.hub.convert import timestamp
 from console.hub.errors import grpc_status
+from console.hub.watch import Latest
 from console.models import RolloutHost, RolloutRecord, RolloutStep, StepState
 from console.service import RolloutRequest, RolloutService
 from console.validation import validate
@@ -101,21 +101,10 @@ async def start_rollout(
 async def watch_rollout(
     rollouts: RolloutService, request: pb.GetRolloutRequest, context: Context
 ) -> AsyncIterator[pb.Rollout]:
-    loop = asyncio.get_running_loop()
-    changed: asyncio.Queue[RolloutRecord] = asyncio.Queue()
-
-    def listener(record: RolloutRecord) -> None:  # the loop or a worker thread
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the hub has stopped
-            loop.call_soon_threadsafe(changed.put_nowait, record)
-
-    unsubscribe = await call(context, lambda: rollouts.subscribe(listener, request.rollout_id, current=True))
+    latest: Latest[RolloutRecord] = Latest()
+    unsubscribe = await call(context, lambda: rollouts.subscribe(latest.put, request.rollout_id, current=True))
     try:
-        while True:
-            record = await changed.get()
-            while not changed.empty():  # a slow reader gets the newest state
-                record = changed.get_nowait()
+        async for record in latest.until(lambda r: r.state.finished):
             yield rollout_to_pb(record)
-            if record.state.finished:
-                return
     finally:
         unsubscribe()

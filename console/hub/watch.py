@@ -8,6 +8,10 @@ console at most four messages a second.
 
 Sources: the node store (any thread, through `changed_threadsafe`) and the
 live state (metrics, instance counts; on the loop).
+
+`Latest` is the same idea for one record (a run, a rollout): a service
+listener puts each new state from any thread, and `until(finished)` yields the
+newest one whenever it changed, ending after a finished state.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Generic, TypeVar
 
-__all__ = ["NodeFeed", "Watcher"]
+__all__ = ["Latest", "NodeFeed", "Watcher"]
+
+T = TypeVar("T")
 
 MIN_INTERVAL = 0.25
 
@@ -102,3 +109,26 @@ class NodeFeed:
         for watcher in list(self._watchers):
             watcher.close()
         self._watchers.clear()
+
+
+class Latest(Generic[T]):
+    """The newest state of one record for a watching stream; create it on the hub's loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed: asyncio.Queue[T] = asyncio.Queue()
+
+    def put(self, item: T) -> None:
+        """A service listener: any thread, any time (a no-op once the hub's loop is closed)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._changed.put_nowait, item)
+
+    async def until(self, finished: Callable[[T], bool]) -> AsyncIterator[T]:
+        """Each change (a slow reader skips to the newest), ending after the first finished one."""
+        while True:
+            item = await self._changed.get()
+            while not self._changed.empty():
+                item = self._changed.get_nowait()
+            yield item
+            if finished(item):
+                return

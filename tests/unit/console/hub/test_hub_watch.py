@@ -184,3 +184,18 @@ async def test_a_bad_selector_is_invalid_argument(hub: Hub, watch: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await updates.next()
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_latest_skips_to_the_newest_state_and_ends_after_a_finished_one() -> None:
+    import threading
+
+    from console.hub.watch import Latest
+
+    latest: Latest[int] = Latest()
+    latest.put(1)
+    thread = threading.Thread(target=lambda: [latest.put(n) for n in (2, 3)])
+    thread.start()
+    thread.join()
+    await asyncio.sleep(0)  # let the loop take the thread's puts
+    seen = [n async for n in latest.until(lambda n: n >= 3)]
+    assert seen == [3]
