@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from testbed.docker import testbed_missing as missing_tool
 
 from bootstrap.errors import HostKeyError
 from bootstrap.known_hosts import KnownHosts, fingerprint, host_pattern
@@ -30,7 +31,7 @@ def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
         out = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "k.pub")], capture_output=True, text=True,
                              check=True).stdout
     except FileNotFoundError:
-        pytest.skip("ssh-keygen not installed")
+        missing_tool("ssh-keygen not installed (Debian: openssh-client)")
     assert out.split()[1] == fingerprint(key.convert_to_public())
     assert fingerprint(key.convert_to_public()).startswith("SHA256:")
 

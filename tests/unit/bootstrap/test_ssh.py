@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sshd_helper import SFTP_SERVER, SSHD, LocalSshd, client_key, start_sshd
+from testbed.docker import testbed_missing as missing_tool
 
 from bootstrap.bundle import build_bundle
 from bootstrap.errors import BootstrapError, HostKeyError
@@ -18,11 +19,13 @@ from bootstrap.rollout import Action, HostResult, HostTarget, Rollout, RolloutOp
 from bootstrap.ssh import connect, scan_host_key
 from console.models import SshAccess
 
-pytestmark = [
-    pytest.mark.ssh,
-    pytest.mark.skipif(not (SSHD.exists() and SFTP_SERVER.exists() and shutil.which("ssh-keygen")),
-                       reason="needs OpenSSH sshd, sftp-server and ssh-keygen"),
-]
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture(autouse=True)
+def _openssh() -> None:
+    if not (SSHD.exists() and SFTP_SERVER.exists() and shutil.which("ssh-keygen")):
+        missing_tool("needs OpenSSH sshd, sftp-server and ssh-keygen (Debian: openssh-server)")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +102,7 @@ async def test_install_noop_uninstall_on_a_real_host(sshd: LocalSshd, keydir: Pa
     try:
         bundle = await asyncio.to_thread(build_bundle, cache)
     except BootstrapError as exc:
-        pytest.skip(f"cannot build a bundle here: {exc}")
+        missing_tool(f"cannot build a bundle here (the first build needs PyPI): {exc}")
     prefix = tmp_path / "node" / "gamenode"
 
     async def verify(node_id: str, version: str, timeout: float) -> bool:

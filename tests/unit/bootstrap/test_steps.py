@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testbed.docker import testbed_missing as missing_tool
 
 from bootstrap.errors import BootstrapError
 from bootstrap.scripts import check_prefix
@@ -66,7 +67,7 @@ def test_unit_file_passes_systemd_analyze(tmp_path: Path) -> None:
     assert f"EnvironmentFile={prefix}/etc/agent.env" in text
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze not installed")
+        missing_tool("systemd-analyze not installed (Debian: systemd)")
     unit = tmp_path / "gamenode-agent.service"
     unit.write_text(text)
     done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False)
