@@ -364,34 +364,24 @@ class DockerRuntime:
         _close_client(client)
 
     def _inspect_raw(self, name_or_id: str) -> dict[str, Any] | None:
-        errors = _sdk_errors()
-        try:
-            attrs: dict[str, Any] = self._api().inspect_container(name_or_id)
-        except errors.NotFound:
-            return None
-        except errors.DockerException as exc:
-            raise StepFailed(f"inspecting container {name_or_id}: {error_text(exc)}") from exc
-        return attrs
+        return self._inspect("container", "inspect_container", name_or_id)
 
     def _inspect_image(self, ref: str) -> dict[str, Any] | None:
-        errors = _sdk_errors()
-        try:
-            attrs: dict[str, Any] = self._api().inspect_image(ref)
-        except errors.NotFound:
-            return None
-        except errors.DockerException as exc:
-            raise StepFailed(f"inspecting image {ref}: {error_text(exc)}") from exc
-        return attrs
+        return self._inspect("image", "inspect_image", ref)
 
     def _inspect_network(self, name: str) -> dict[str, Any] | None:
+        return self._inspect("network", "inspect_network", name)
+
+    def _inspect(self, kind: str, method: str, name: str) -> dict[str, Any] | None:
+        """The Engine's inspect answer for a container, image or network; None when there is none."""
         errors = _sdk_errors()
         try:
-            attrs: dict[str, Any] = self._api().inspect_network(name)
+            attrs: dict[str, Any] = getattr(self._api(), method)(name)
+            return attrs
         except errors.NotFound:
             return None
         except errors.DockerException as exc:
-            raise StepFailed(f"inspecting network {name}: {error_text(exc)}") from exc
-        return attrs
+            raise StepFailed(f"inspecting {kind} {name}: {error_text(exc)}") from exc
 
     def _on_container(self, verb: str, name_or_id: str, method: str, **kwargs: Any) -> bool:
         errors = _sdk_errors()
