@@ -28,8 +28,56 @@ STEP_STATE_FAILED: StepState
 STEP_STATE_SKIPPED: StepState
 STEP_STATE_CANCELLED: StepState
 
+class EndpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EndpointsResponse(_message.Message):
+    __slots__ = ("agent_port", "mtls", "hub_version")
+    AGENT_PORT_FIELD_NUMBER: _ClassVar[int]
+    MTLS_FIELD_NUMBER: _ClassVar[int]
+    HUB_VERSION_FIELD_NUMBER: _ClassVar[int]
+    agent_port: int
+    mtls: bool
+    hub_version: str
+    def __init__(self, agent_port: _Optional[int] = ..., mtls: _Optional[bool] = ..., hub_version: _Optional[str] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("node_id", "token", "csr_pem")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    token: str
+    csr_pem: bytes
+    def __init__(self, node_id: _Optional[str] = ..., token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_pem", "agent_port", "mtls")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    AGENT_PORT_FIELD_NUMBER: _ClassVar[int]
+    MTLS_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    ca_pem: bytes
+    agent_port: int
+    mtls: bool
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., agent_port: _Optional[int] = ..., mtls: _Optional[bool] = ...) -> None: ...
+
+class RenewCertificate(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class Certificate(_message.Message):
+    __slots__ = ("certificate_pem",)
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("seq", "hello", "heartbeat", "metrics", "inventory", "command_ack", "pipeline_event", "log_chunk", "instance_report")
+    __slots__ = ("seq", "hello", "heartbeat", "metrics", "inventory", "command_ack", "pipeline_event", "log_chunk", "instance_report", "renew")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +87,7 @@ class AgentMessage(_message.Message):
     PIPELINE_EVENT_FIELD_NUMBER: _ClassVar[int]
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    RENEW_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hello: Hello
     heartbeat: Heartbeat
@@ -48,10 +97,11 @@ class AgentMessage(_message.Message):
     pipeline_event: PipelineEvent
     log_chunk: LogChunk
     instance_report: InstanceReport
-    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., metrics: _Optional[_Union[MetricsBatch, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., command_ack: _Optional[_Union[CommandAck, _Mapping]] = ..., pipeline_event: _Optional[_Union[PipelineEvent, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., instance_report: _Optional[_Union[InstanceReport, _Mapping]] = ...) -> None: ...
+    renew: RenewCertificate
+    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., metrics: _Optional[_Union[MetricsBatch, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., command_ack: _Optional[_Union[CommandAck, _Mapping]] = ..., pipeline_event: _Optional[_Union[PipelineEvent, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., instance_report: _Optional[_Union[InstanceReport, _Mapping]] = ..., renew: _Optional[_Union[RenewCertificate, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "credential", "agent_version", "capabilities", "inventory", "previous_session_id", "last_command_seq", "first_unacked_seq")
+    __slots__ = ("node_id", "credential", "agent_version", "capabilities", "inventory", "previous_session_id", "last_command_seq", "first_unacked_seq", "certificate_pem", "proof", "proof_time_ms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +110,9 @@ class Hello(_message.Message):
     PREVIOUS_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_COMMAND_SEQ_FIELD_NUMBER: _ClassVar[int]
     FIRST_UNACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    PROOF_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     credential: str
     agent_version: str
@@ -68,7 +121,10 @@ class Hello(_message.Message):
     previous_session_id: str
     last_command_seq: int
     first_unacked_seq: int
-    def __init__(self, node_id: _Optional[str] = ..., credential: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., previous_session_id: _Optional[str] = ..., last_command_seq: _Optional[int] = ..., first_unacked_seq: _Optional[int] = ...) -> None: ...
+    certificate_pem: bytes
+    proof: bytes
+    proof_time_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., credential: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., previous_session_id: _Optional[str] = ..., last_command_seq: _Optional[int] = ..., first_unacked_seq: _Optional[int] = ..., certificate_pem: _Optional[bytes] = ..., proof: _Optional[bytes] = ..., proof_time_ms: _Optional[int] = ...) -> None: ...
 
 class Inventory(_message.Message):
     __slots__ = ("hardware", "network")
@@ -251,16 +307,18 @@ class InstanceStatus(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., container_id: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., run_id: _Optional[str] = ..., image: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("seq", "welcome", "ack", "command")
+    __slots__ = ("seq", "welcome", "ack", "command", "certificate")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     welcome: Welcome
     ack: EventAck
     command: Command
-    def __init__(self, seq: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[EventAck, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+    certificate: Certificate
+    def __init__(self, seq: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[EventAck, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., certificate: _Optional[_Union[Certificate, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("session_id", "resumed", "heartbeat_interval_ms", "metrics_interval_ms", "resume_from_seq")
@@ -768,12 +826,14 @@ class UpdateNodeLabelsRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentToken(_message.Message):
-    __slots__ = ("node_id", "token")
+    __slots__ = ("node_id", "token", "expires_at")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     token: str
-    def __init__(self, node_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListPipelinesRequest(_message.Message):
     __slots__ = ()

@@ -41,6 +41,16 @@ class AgentServiceStub:
                 request_serializer=gamenode__pb2.AgentMessage.SerializeToString,
                 response_deserializer=gamenode__pb2.HubMessage.FromString,
                 _registered_method=True)
+        self.Endpoints = channel.unary_unary(
+                '/gamenode.v1.AgentService/Endpoints',
+                request_serializer=gamenode__pb2.EndpointsRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.EndpointsResponse.FromString,
+                _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/gamenode.v1.AgentService/Join',
+                request_serializer=gamenode__pb2.JoinRequest.SerializeToString,
+                response_deserializer=gamenode__pb2.JoinResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -56,6 +66,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Endpoints(self, request, context):
+        """Served on the hub's main gRPC port (TLS, no client certificate): where
+        the agent stream listens and whether it wants mTLS. Unauthenticated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
+        """Exchange a single-use join token (`ID.SECRET`) and a CSR (the key stays on
+        the node) for the node's client certificate. Main gRPC port.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +89,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=gamenode__pb2.AgentMessage.FromString,
                     response_serializer=gamenode__pb2.HubMessage.SerializeToString,
+            ),
+            'Endpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.Endpoints,
+                    request_deserializer=gamenode__pb2.EndpointsRequest.FromString,
+                    response_serializer=gamenode__pb2.EndpointsResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=gamenode__pb2.JoinRequest.FromString,
+                    response_serializer=gamenode__pb2.JoinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +130,60 @@ class AgentService:
             '/gamenode.v1.AgentService/Connect',
             gamenode__pb2.AgentMessage.SerializeToString,
             gamenode__pb2.HubMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Endpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.AgentService/Endpoints',
+            gamenode__pb2.EndpointsRequest.SerializeToString,
+            gamenode__pb2.EndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gamenode.v1.AgentService/Join',
+            gamenode__pb2.JoinRequest.SerializeToString,
+            gamenode__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,
