@@ -149,6 +149,8 @@ class NodeScreen(Screen[None]):
         self._show_instances(instances or [])
 
     def _on_live(self, node: dict[str, Any] | None) -> None:
+        if not self.query(NodeInventory):
+            return  # popped: its widgets are gone before on_unmount unsubscribes
         if node is None:
             self.notify(f"node {self.node_id} was deleted", severity="warning")
             self.sub_title = f"node {self.node_id} (deleted)"
