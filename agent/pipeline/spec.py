@@ -142,6 +142,13 @@ class ParamSpec(_Model):
             raise ValueError(f"{coerced!r} is not one of {', '.join(map(str, self.choices))}")
         return coerced
 
+    def refusal(self, error: ValueError) -> str:
+        """Why a given value was refused: `error`'s message quotes the value, so a secret's is not used."""
+        if not self.secret:
+            return str(error)
+        allowed = " among its choices" if self.choices is not None else ""
+        return f"not a valid {self.type}{allowed} (the value of a secret param is not shown)"
+
 
 def _fail(kind: str, value: Any) -> ValueError:
     shown = "null" if value is None else f"{type(value).__name__} {value!r}"
@@ -292,7 +299,7 @@ class Pipeline(_Model):
                 try:
                     values[name] = spec.coerce(given[name])
                 except ValueError as exc:
-                    problems.append(Problem(f"params.{name}", str(exc)))
+                    problems.append(Problem(f"params.{name}", spec.refusal(exc)))
             elif spec.required:
                 problems.append(Problem(f"params.{name}", "required param missing"))
             else:
@@ -529,6 +536,8 @@ class _Checker:
 
     def _check_default(self, loc: Loc, spec: dict[str, Any]) -> None:
         default, kind = spec["default"], spec.get("type", "string")
+        if not isinstance(kind, str):
+            return  # the param's own check reports the bad type
         if spec.get("required") is True:
             self.problem((*loc, "default"), "a required param takes no default")
         elif kind in _STRICT_TYPES and (not isinstance(default, _STRICT_TYPES[kind])

@@ -14,12 +14,24 @@ from agent.pipeline.ports import PortAllocator, port_is_bindable
 
 
 def free_range(size: int = 20) -> tuple[int, int]:
-    """A range of ports that are bindable now (checked one by one around a random free port)."""
+    """A range of ports that are bindable now (checked one by one around a random free port; the ephemeral
+    range is shared with every outgoing connection of the machine, so a range is tried again until one is)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            start = min(int(sock.getsockname()[1]), 65535 - size)
+        if all(_bindable(port) for port in range(start, start + size)):
+            return start, start + size - 1
+    raise AssertionError(f"no {size} free ports in a row")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        start = int(sock.getsockname()[1])
-    start = min(start, 65535 - size)
-    return start, start + size - 1
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def specs(*ports: int, protocol: str = "tcp") -> list[PortSpec]:
