@@ -1,13 +1,22 @@
 """The agent's command line: `gamenode agent ...` and `python -m agent ...`.
 
-    gamenode agent --hub HOST:PORT --node-id ID --token TOKEN|@FILE --state-dir DIR [--once] [--log-level LEVEL]
-                   [--data-dir DIR] [--allow-shell] [--port-range 20000-29999]
+    gamenode agent --hub HOST:PORT --node-id ID --state-dir DIR [--token TOKEN|@FILE] [--ca FILE] [--insecure]
+                   [--once] [--log-level LEVEL] [--data-dir DIR] [--allow-shell] [--port-range 20000-29999]
 
 Every flag may also come from the environment (`GAMENODE_AGENT_HUB`, ...).
-`--token @FILE` reads the credential from FILE (the form to use: a token on the
-command line is visible in `ps`). SIGTERM or SIGINT stop the agent cleanly
-(exit 0). Errors become one line, "gamenode agent: error: ...", and exit 1;
-`GAMENODE_DEBUG=1` adds the traceback.
+
+The node's identity is a key made on the node and a certificate from the
+hub's CA, kept in `STATE_DIR/identity/`. On its first start the agent needs a
+join token (`--token`, from `POST /api/v1/nodes/ID/token`; single use, it
+expires) and the hub's CA (`--ca`, the hub's `DATA_DIR/ca.pem`): it makes its
+key, sends the hub a certificate request with the token, and from then on
+streams over mTLS with its certificate, renewing it by itself. Later starts
+need neither flag. `--insecure` talks plaintext to a hub started with
+`--insecure` (tests, demos). `--token @FILE` reads the token from FILE (the
+form to use: a token on the command line is visible in `ps`).
+
+SIGTERM or SIGINT stop the agent cleanly (exit 0). Errors become one line,
+"gamenode agent: error: ...", and exit 1; `GAMENODE_DEBUG=1` adds the traceback.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         settings = AgentSettings.load(
-            hub=args.hub, node_id=args.node_id, token=args.token, state_dir=args.state_dir,
+            hub=args.hub, node_id=args.node_id, token=args.token, state_dir=args.state_dir, ca_file=args.ca,
+            insecure=args.insecure or None,
             once=args.once or None, log_level=args.log_level, data_dir=args.data_dir,
             allow_shell=args.allow_shell or None, port_range=args.port_range,
         )
@@ -85,12 +95,18 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run the gamenode node agent: one long-lived stream to the hub.")
-    parser.add_argument("--hub", metavar="HOST:PORT", help="the hub's agent endpoint ($GAMENODE_AGENT_HUB)")
+    parser.add_argument("--hub", metavar="HOST:PORT", help="the hub's gRPC address ($GAMENODE_AGENT_HUB)")
     parser.add_argument("--node-id", metavar="ID", help="this node's id ($GAMENODE_AGENT_NODE_ID)")
     parser.add_argument("--token", metavar="TOKEN|@FILE",
-                        help="the node's credential, or @FILE to read it from FILE ($GAMENODE_AGENT_TOKEN)")
+                        help="a join token for the node, or @FILE to read it from FILE; needed only while the node "
+                             "has no certificate ($GAMENODE_AGENT_TOKEN)")
+    parser.add_argument("--ca", metavar="FILE", type=Path,
+                        help="the hub's CA certificate to trust (the hub's DATA_DIR/ca.pem); needed to join, kept "
+                             "in STATE_DIR/identity/ca.pem afterwards ($GAMENODE_AGENT_CA_FILE)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="the hub runs with --insecure: no TLS ($GAMENODE_AGENT_INSECURE=1)")
     parser.add_argument("--state-dir", metavar="DIR", type=Path,
-                        help="where the agent keeps its state and outbox ($GAMENODE_AGENT_STATE_DIR)")
+                        help="where the agent keeps its identity, state and outbox ($GAMENODE_AGENT_STATE_DIR)")
     parser.add_argument("--once", action="store_true",
                         help="burst mode: connect, report once, flush the outbox, exit (non-zero on failure)")
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")

@@ -13,6 +13,9 @@
   `LogChunk(source="instance:<id>")`, stderr lines at level "warning", at most
   `MAX_LINES` lines or `MAX_DELAY` seconds per chunk. Following ends with the
   container.
+- Every line of that output, the LOGS tail and each instance's error are
+  redacted with every secret param value the agent knows (`SecretBook`):
+  a container may print the registry password its run pulled with.
 - Hub actions (STOP, RESTART, REMOVE, LOGS) find the instance's container by
   `container_id`, else by its `gamenode.instance` label. REMOVE releases the
   instance's host-port reservations.
@@ -37,6 +40,7 @@ from typing import Protocol
 
 from agent.log import NodeLogger
 from agent.logbatch import MAX_DELAY, MAX_LINES, LineBatcher, log_line
+from agent.redaction import SecretBook
 from agent.runtime.docker import ContainerInfo
 from agent.state import CommandOutcome
 from proto import gamenode_pb2 as pb
@@ -88,10 +92,11 @@ class PortReleaser(Protocol):
     def release(self, owner: str) -> list[int]: ...
 
 
-def instance_status(info: ContainerInfo) -> pb.InstanceStatus:
-    """A container as the hub sees an instance."""
+def instance_status(info: ContainerInfo, secrets: SecretBook | None = None) -> pb.InstanceStatus:
+    """A container as the hub sees an instance (its error redacted with `secrets`)."""
+    error = secrets.redact(info.error) if secrets is not None and info.error else info.error
     status = pb.InstanceStatus(instance_id=info.instance_id, container_id=info.id, state=info.state,
-                               exit_code=info.exit_code, run_id=info.run_id, image=info.image, error=info.error)
+                               exit_code=info.exit_code, run_id=info.run_id, image=info.image, error=error)
     if info.started_at is not None:
         status.started_at.FromDatetime(info.started_at)
     if info.finished_at is not None:
@@ -113,9 +118,10 @@ class _Follower:
         self.thread = threading.Thread(target=self._read, name=f"logs {info.name or info.id[:12]}", daemon=True)
 
     def _read(self) -> None:
+        redact = self.watcher.secrets.redact  # here, off the loop; before the cut, so no part of a secret is left
         try:
             for stream, line in self.watcher.runtime.stream_logs(self.info.id, self.since, self.stop):
-                self._push(stream, line[:MAX_LINE])
+                self._push(stream, redact(line)[:MAX_LINE])
         except Exception as exc:  # the daemon went away, the container vanished: the report says the rest
             self.watcher.log.debug("following the output of %s ended: %s", self.info.id[:12], exc)
         finally:
@@ -154,6 +160,7 @@ class InstanceWatcher:
         max_lines: int = MAX_LINES,
         max_delay: float = MAX_DELAY,
         grace: float = STOP_GRACE,
+        secrets: SecretBook | None = None,
     ) -> None:
         self._sink = sink
         self.runtime = runtime
@@ -163,6 +170,8 @@ class InstanceWatcher:
         self.max_lines = max_lines
         self.max_delay = max_delay
         self.grace = grace
+        self.secrets = secrets if secrets is not None else SecretBook()
+        """Redacts instance output and errors; the pipeline runner's book (it adds each run's secrets)."""
         self.available: bool | None = None
         """Whether the last listing worked (None before the first)."""
         self._followers: dict[str, _Follower] = {}
@@ -191,10 +200,18 @@ class InstanceWatcher:
                 self._trigger.clear()
                 if not self._acting:  # mid-restart, a container looks dead; report_now() follows the action
                     await self.full_report()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._trigger.wait(), self.full_interval)
+                await self._triggered_or(self.full_interval)
         finally:
             self.close()
+
+    async def _triggered_or(self, timeout: float) -> None:
+        """Until `report_now()` or `timeout` seconds. Not `wait_for`: before Python 3.12 it swallows a
+        cancel that arrives as the trigger fires, and the watcher would never stop."""
+        waiter = asyncio.ensure_future(self._trigger.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
 
     def close(self) -> None:
         """Stop the event thread and every follower; send the lines buffered so far."""
@@ -215,7 +232,9 @@ class InstanceWatcher:
             return False
         self._set_available(True)
         mine = [info for info in infos if info.instance_id]
-        self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(i) for i in mine], full=True))
+        self.secrets.instances_seen(info.instance_id for info in mine)
+        self._sink.emit_instance_report(
+            pb.InstanceReport(instances=[instance_status(i, self.secrets) for i in mine], full=True))
         now = time.time()
         for info in mine:
             if info.state == "running":
@@ -274,7 +293,7 @@ class InstanceWatcher:
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
             return
-        self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(info)], full=False))
+        self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(info, self.secrets)], full=False))
         if action == "start":
             started = info.started_at.timestamp() if info.started_at is not None else time.time()
             self.follow(info, since=started)
@@ -291,7 +310,8 @@ class InstanceWatcher:
         except Exception as exc:
             self.log.debug("inspecting %s after it died: %s", info.name, exc)
             now = None
-        self._sink.emit_instance_report(pb.InstanceReport(instances=[instance_status(now or info)], full=False))
+        self._sink.emit_instance_report(
+            pb.InstanceReport(instances=[instance_status(now or info, self.secrets)], full=False))
 
     def _set_available(self, available: bool, exc: BaseException | None = None) -> None:
         if available == self.available:
@@ -361,7 +381,8 @@ class InstanceWatcher:
         def read() -> list[tuple[str, str]]:
             return list(self.runtime.stream_logs(info.id, None, threading.Event(), follow=False, tail=tail))
 
-        lines = [log_line(text[:MAX_LINE], "warning" if stream == "stderr" else "info", stream)
+        redact = self.secrets.redact
+        lines = [log_line(redact(text)[:MAX_LINE], "warning" if stream == "stderr" else "info", stream)
                  for stream, text in await asyncio.to_thread(read)]
         source = f"instance:{info.instance_id}"
         for start in range(0, len(lines), self.max_lines):

@@ -6,14 +6,20 @@
 
 One connection:
 
-1. `Hello` (node id, credential, version, capabilities, inventory, previous
-   session id, last hub command seq seen, first unacked event seq);
+0. `Endpoints` on the hub's main address, and `Join` when the node has no
+   usable certificate (see `agent.hublink`); the stream opens with mTLS (or,
+   on an `--insecure` hub, in plaintext with the certificate proven in Hello);
+1. `Hello` (node id, version, capabilities, inventory, previous session id,
+   last hub command seq seen, first unacked event seq);
 2. the hub's `Welcome`: its intervals are applied, outbox events below
    `resume_from_seq` are dropped (the hub has them) and the event counter is
    moved past it; the rest of the outbox is sent again, in seq order;
 3. then, concurrently: heartbeats, metrics batches, outbox events as they are
    added, and a receive loop (cumulative acks → outbox; commands → executed at
-   most once per id, each answered with a `CommandAck` event).
+   most once per id, each answered with a `CommandAck` event); and, once the
+   node's certificate is two thirds through its life, a `RenewCertificate`
+   with a new key's CSR: the hub's `Certificate` answer is stored (key first)
+   and used from the next connection; without an answer the agent asks again.
 
 Pipelines and instances (`agent.pipeline.engine`, `agent.instances`): the
 session registers the run_pipeline, cancel_run and container_action commands,
@@ -23,9 +29,11 @@ runs are not resumed and containers are not watched.
 
 When the stream ends or fails the session backs off (full jitter, capped) and
 reconnects with `previous_session_id`. Metrics and heartbeats are volatile:
-nothing is collected or queued while disconnected. A credential the hub refuses
-(UNAUTHENTICATED) is logged and retried, since an operator may fix it; in burst
-mode it is an error.
+nothing is collected or queued while disconnected. A certificate or join token
+the hub refuses (UNAUTHENTICATED, PERMISSION_DENIED), or a hub whose TLS
+certificate the pinned CA does not vouch for, is logged as an error and
+retried, since an operator may fix it (e.g. write a new join token to the
+`--token @FILE`); in burst mode it is an error.
 """
 
 from __future__ import annotations
@@ -33,18 +41,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.json_format import MessageToDict
 
-from agent import __version__
+from agent import __version__, pki
 from agent.backoff import Backoff
 from agent.collect.gpu import GpuCollector
 from agent.collect.inventory import inventory
 from agent.collect.metrics import MetricsCollector
 from agent.commands import CommandExecutor, CommandHandler
-from agent.errors import HubRefused, HubUnavailable
+from agent.errors import ConfigError, HubRefused, HubUnavailable, StateError
+from agent.hublink import CHANNEL_OPTIONS, HubLink
+from agent.identity import Identity
 from agent.instances import InstanceWatcher
 from agent.log import node_logger
 from agent.outbox import EventBody, Outbox
@@ -58,17 +69,13 @@ from proto import gamenode_pb2_grpc as pb_grpc
 
 __all__ = ["CHANNEL_OPTIONS", "MIN_INTERVAL", "AgentSession"]
 
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
-"""Keepalive for a stream that idles behind NAT for hours; the hub must permit 30 s pings."""
 MIN_INTERVAL = 0.05
 """Seconds: the shortest heartbeat or metrics interval the agent accepts from a hub."""
 MAX_BATCH = 60
 """Most metrics samples in one `MetricsBatch`."""
+RENEW_RETRY_MIN = 5.0
+RENEW_RETRY_MAX = 600.0
+"""Seconds to wait for the hub's new certificate before asking again: a tenth of the time left, within these."""
 
 
 class AgentSession:
@@ -85,13 +92,16 @@ class AgentSession:
     ) -> None:
         self.settings = settings
         self.log = node_logger("agent.session", settings.node_id)
+        self.link = HubLink(settings, self.log)
+        """Endpoints, Join, the stream's channel and the node's identity."""
         self.store = StateStore(settings.state_dir)
         self.outbox = Outbox(self.store, settings.outbox_limit, self.log)
         self.commands = CommandExecutor(self.store, self.log)
         self.runtime = runtime if runtime is not None else DockerRuntime()
         self.ports = PortAllocator(settings.state_dir, settings.port_range)
         self.runner = PipelineRunner(self, settings, self.runtime, self.ports)
-        self.instances = InstanceWatcher(self, self.runtime, ports=self.ports, log=self.log)
+        self.instances = InstanceWatcher(self, self.runtime, ports=self.ports, log=self.log,
+                                         secrets=self.runner.secrets)
         self.gpu = gpu if gpu is not None else GpuCollector()
         self._collector = collector
         self.backoff = backoff or Backoff(settings.backoff_base, settings.backoff_cap)
@@ -109,6 +119,9 @@ class AgentSession:
         self._in_flight: asyncio.Future[None] | None = None
         self._instances = 0
         self._welcomed = False
+        self._renewing: dict[str, pki.PrivateKey] = {}
+        """The new keys of renewal requests the hub has not answered yet, by public key fingerprint."""
+        self._renewed = asyncio.Event()
         self.commands.register("ping", self._on_ping)
         self.commands.register("config_update", self._on_config_update)
         self.commands.register("run_pipeline", self._on_run_pipeline)
@@ -171,9 +184,9 @@ class AgentSession:
             try:
                 await self._connection(once=False)
                 reason = "the hub closed the stream"
-            except HubRefused as exc:
+            except (HubRefused, ConfigError, StateError) as exc:  # an operator may fix it (a token, the CA file)
                 reason = exc.message
-                self.log.error("%s; retrying (an operator may fix the token)", exc.message)
+                self.log.error("%s; retrying", exc.message)
             except HubUnavailable as exc:
                 reason = exc.message
             except Exception as exc:  # a bug must not end the daemon: log it, back off, reconnect
@@ -192,13 +205,13 @@ class AgentSession:
         self.log.info("burst done (%d events unacked)", len(self.outbox))
 
     async def _connection(self, once: bool) -> None:
-        """One stream, from Hello to its end."""
-        channel = grpc.aio.insecure_channel(self.settings.target, options=CHANNEL_OPTIONS,
-                                            compression=grpc.Compression.Gzip)
-        call = pb_grpc.AgentServiceStub(channel).Connect()  # type: ignore[no-untyped-call, unused-ignore]
+        """One stream, from Endpoints (and Join) and Hello to its end."""
         self._welcomed = False
+        target = await self.link.open()
+        channel = target.channel
+        call = pb_grpc.AgentServiceStub(channel).Connect()  # type: ignore[no-untyped-call, unused-ignore]
         try:
-            self._on_welcome(await self._handshake(call))
+            self._on_welcome(await self._handshake(call, None if target.mtls else target.identity), target.address)
             await (self._burst(call) if once else self._stream(call))
         except grpc.aio.AioRpcError as exc:
             raise self._rpc_error(exc.code(), exc.details()) from None
@@ -213,15 +226,18 @@ class AgentSession:
     def _rpc_error(self, code: Any, details: str | None) -> HubRefused | HubUnavailable:
         details = details or ""
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            return HubRefused(f"hub refused the credential for node {self.settings.node_id}: {details}")
+            return self.link.stream_refused(details)
         return HubUnavailable(f"hub {self.settings.target}: {code.name}" + (f": {details}" if details else ""))
 
     async def _hang_up(self, call: Any, channel: Any) -> None:
         call.cancel()  # a no-op after a clean end
         await channel.close()
 
-    async def _handshake(self, call: Any) -> pb.Welcome:
-        await call.write(pb.AgentMessage(hello=await self._hello()))
+    async def _handshake(self, call: Any, prove: Identity | None) -> pb.Welcome:
+        hello = await self._hello()
+        if prove is not None:
+            hello.MergeFrom(pb.Hello(**self.link.hello_proof(prove)))
+        await call.write(pb.AgentMessage(hello=hello))
         try:
             reply = await asyncio.wait_for(call.read(), self.settings.welcome_timeout)
         except TimeoutError:
@@ -242,7 +258,6 @@ class AgentSession:
         state = self.store.state
         return pb.Hello(
             node_id=self.settings.node_id,
-            credential=self.settings.token,
             agent_version=__version__,
             capabilities=capabilities,
             inventory=inv,
@@ -251,7 +266,7 @@ class AgentSession:
             first_unacked_seq=self.outbox.first_unacked_seq(),
         )
 
-    def _on_welcome(self, welcome: pb.Welcome) -> None:
+    def _on_welcome(self, welcome: pb.Welcome, address: str) -> None:
         self.session_id = welcome.session_id
         self.store.state.session_id = welcome.session_id
         self.store.save()
@@ -263,9 +278,9 @@ class AgentSession:
         self._welcomed = True
         self.instances.report_now()
         self.backoff.reset()
-        self.log.info("connected: session %s (%s), heartbeat %g s, metrics %g s, resending %d events",
-                      welcome.session_id or "-", "resumed" if welcome.resumed else "new", self.heartbeat_interval,
-                      self.metrics_interval, len(self.outbox))
+        self.log.info("connected: session %s (%s) on %s, heartbeat %g s, metrics %g s, resending %d events",
+                      welcome.session_id or "-", "resumed" if welcome.resumed else "new", address,
+                      self.heartbeat_interval, self.metrics_interval, len(self.outbox))
 
     async def _stop_work(self, watcher: asyncio.Task[None] | None) -> None:
         """Stop following containers and stop the runs (they resume when the agent starts again)."""
@@ -283,7 +298,8 @@ class AgentSession:
     # --- the stream ------------------------------------------------------------
 
     async def _stream(self, call: Any) -> None:
-        await self._converse(call, self._send_events(call), self._heartbeats(call), self._metrics(call))
+        await self._converse(call, self._send_events(call), self._heartbeats(call), self._metrics(call),
+                             self._renewals(call))
 
     async def _burst(self, call: Any) -> None:
         """Burst mode: one heartbeat, one metrics sample, the outbox until acked."""
@@ -350,6 +366,8 @@ class AgentSession:
                 ack = await self.commands.execute(message.seq, message.command)
                 if ack is not None:
                     self._enqueue(ack)
+            elif kind == "certificate":
+                self._on_certificate(message.certificate.certificate_pem)
             else:
                 self.log.warning("ignoring an unexpected %s from the hub", kind)
 
@@ -398,6 +416,48 @@ class AgentSession:
         async with self._write_lock:
             self._in_flight = asyncio.ensure_future(call.write(message))
             await asyncio.shield(self._in_flight)
+
+    # --- certificate renewal -----------------------------------------------------
+
+    async def _renewals(self, call: Any) -> None:
+        """Ask for a new certificate (a new key's CSR) when the newest one is due; again when the hub is silent."""
+        while True:
+            identity = self.link.identity
+            if identity is None:
+                return
+            wait = (identity.renew_due() - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600.0))  # then look again: a renewal may have replaced it
+                continue
+            key = pki.new_key()
+            self._renewing[pki.key_fingerprint(key.public_key())] = key
+            self._renewed.clear()
+            csr = pki.make_csr(key, self.settings.node_id)
+            await self._write(call, pb.AgentMessage(renew=pb.RenewCertificate(csr_pem=csr)))
+            self.log.info("renewing the node certificate (%s): sent a new key's request", identity.describe())
+            left = (identity.not_after - datetime.now(UTC)).total_seconds()
+            patience = min(RENEW_RETRY_MAX, max(RENEW_RETRY_MIN, left / 10))
+            try:
+                await asyncio.wait_for(self._renewed.wait(), patience)
+            except TimeoutError:
+                self.log.warning("no new certificate from the hub within %g s; asking again", patience)
+
+    def _on_certificate(self, certificate_pem: bytes) -> None:
+        """The hub's answer to a renewal: store it with its key (used from the next connection)."""
+        try:
+            cert = pki.load_cert(certificate_pem, "the hub's renewed certificate")
+            key = self._renewing.pop(pki.key_fingerprint(cert.public_key()), None)
+            if key is None:
+                self.log.warning("ignoring a certificate for a key the agent did not send")
+                return
+            identity = self.link.identities.save(key, certificate_pem, self.settings.node_id)
+        except (pki.PkiError, StateError) as exc:
+            self.log.error("the hub's renewed certificate cannot be used (%s); asking again later", exc.args[0])
+            return
+        self._renewing.clear()
+        self.link.identity = identity
+        self._renewed.set()
+        self.log.info("node certificate renewed: %s (used from the next connection)", identity.describe())
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, cut short when a ConfigUpdate changes the intervals."""

@@ -9,6 +9,11 @@ Pipelines: each instance's files live in `data_root / <instance id>` (a run
 without an instance: `data_root / <run id>`); `data_root` is `data_dir` when
 set, else `STATE_DIR/instances`. `shell` steps run only with `allow_shell`.
 Host ports for game containers come from `port_range` (inclusive).
+
+Identity: `token` is a join token (`ID.SECRET`), needed only while the state
+dir holds no certificate (or to re-enroll a node whose certificate the hub
+refused); `ca_file` is the hub CA to pin (default: `STATE_DIR/identity/ca.pem`
+once enrolled); `insecure` talks plaintext to a `gamenode hub --insecure`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.identity import CA_FILE, CERT_FILE, IDENTITY_DIR
 
 __all__ = ["DEFAULT_PORT_RANGE", "ENV_PREFIX", "AgentSettings", "default_state_dir", "parse_hub", "parse_port_range",
            "read_token"]
@@ -80,11 +86,18 @@ def read_token(value: str) -> str:
 @dataclass(frozen=True)
 class AgentSettings:
     hub: str
-    """The hub's agent endpoint, `HOST:PORT`."""
+    """The hub's gRPC address, `HOST:PORT` (Endpoints and Join; the stream port comes from Endpoints)."""
     node_id: str
-    token: str = field(repr=False)
-    """The node's credential (never logged, never in repr)."""
+    token: str = field(default="", repr=False)
+    """The node's join token (never logged, never in repr); "" when the node holds a certificate."""
     state_dir: Path = field(default_factory=default_state_dir)
+    ca_file: Path | None = None
+    """The hub CA to pin (PEM); None: the one saved at enrollment (`STATE_DIR/identity/ca.pem`)."""
+    insecure: bool = False
+    """The hub runs with --insecure: plaintext, the certificate proven in the Hello instead of by TLS."""
+    token_file: Path | None = None
+    """Where `token` came from (`--token @FILE`): read again when the agent must join, so a new token
+    written there is picked up without a restart."""
     once: bool = False
     """Burst mode: connect once, report once, flush the outbox, exit (non-zero on any failure)."""
     log_level: str = "info"
@@ -113,8 +126,7 @@ class AgentSettings:
         parse_hub(self.hub)
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError(f"--node-id: expected a non-empty id without spaces (got {self.node_id!r})")
-        if not self.token:
-            raise ConfigError("--token: the credential is empty")
+        self._check_identity()
         for name in ("heartbeat_interval", "metrics_interval", "backoff_base", "welcome_timeout", "once_ack_timeout",
                      "close_grace"):
             if getattr(self, name) <= 0:
@@ -122,6 +134,20 @@ class AgentSettings:
         if self.backoff_cap < self.backoff_base:
             raise ConfigError("backoff_cap: must be >= backoff_base")
         _check_port_range(self.port_range)
+
+    def _check_identity(self) -> None:
+        """A node with no certificate needs a join token; a TLS hub needs a CA to pin."""
+        identity = self.state_dir / IDENTITY_DIR
+        if not self.token and not (identity / CERT_FILE).is_file():
+            raise ConfigError(f"--token is required: node {self.node_id} has no certificate in {identity} yet "
+                              f"(issue a join token: POST /api/v1/nodes/{self.node_id}/token; "
+                              f"or set {ENV_PREFIX}TOKEN)")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ConfigError(f"--ca: {self.ca_file} is not a file (the hub's DATA_DIR/ca.pem)")
+        if not self.insecure and self.ca_file is None and not (identity / CA_FILE).is_file():
+            raise ConfigError(f"--ca FILE is required to join a TLS hub: the hub's DATA_DIR/ca.pem (node "
+                              f"{self.node_id} has no pinned CA in {identity} yet; or set {ENV_PREFIX}CA_FILE, "
+                              "or --insecure for a hub started with --insecure)")
 
     @property
     def data_root(self) -> Path:
@@ -148,11 +174,14 @@ class AgentSettings:
             if raw is not None:
                 values[f.name] = _convert(f.name, str(f.type), raw)
         values.update({k: v for k, v in explicit.items() if v is not None})
-        for required in ("hub", "node_id", "token"):
+        for required in ("hub", "node_id"):
             if required not in values:
                 flag = "--" + required.replace("_", "-")
                 raise ConfigError(f"{flag} is required (or set {ENV_PREFIX}{required.upper()})")
-        values["token"] = read_token(str(values["token"]))
+        if values.get("token"):
+            raw = str(values["token"])
+            values["token"] = read_token(raw)
+            values["token_file"] = Path(raw[1:]).expanduser() if raw.startswith("@") else None
         if isinstance(values.get("port_range"), str):
             values["port_range"] = parse_port_range(values["port_range"])
         return cls(**values)
@@ -170,4 +199,6 @@ def _convert(name: str, kind: str, raw: str) -> Any:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}: expected a number (got {raw!r})") from None
     if kind == "tuple[int, int]":
         return parse_port_range(raw)
-    return Path(raw) if kind in ("Path", "Path | None") else raw
+    if kind == "Path | None":
+        return Path(raw) if raw.strip() else None
+    return Path(raw) if kind == "Path" else raw

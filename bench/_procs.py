@@ -7,9 +7,11 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,24 @@ class Hub:
     proc: subprocess.Popen[str]
     url: str
     grpc: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """REST headers with the hub's local admin API token (`DATA_DIR/admin.token`)."""
+    data_dir: Path | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        """The hub's CA (`DATA_DIR/ca.pem`): what its agents pin with `--ca`."""
+        assert self.data_dir is not None
+        return self.data_dir / "ca.pem"
+
+    @property
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata with the hub's local admin API token (HubService calls over TCP need one)."""
+        return (("authorization", self.headers["Authorization"]),)
+
+    def console_channel(self) -> grpc.aio.Channel:
+        """A channel to the hub's gRPC port as a console opens it: TLS with the hub's CA pinned."""
+        return grpc.aio.secure_channel(self.grpc, grpc.ssl_channel_credentials(self.ca_file.read_bytes()))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -40,9 +60,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_hub(data_dir: Path, timeout: float = 60.0) -> Hub:
+def start_hub(data_dir: Path, timeout: float = 60.0, args: Sequence[str] = ()) -> Hub:
+    """A hub on `data_dir` (`args`: more flags, e.g. `--insecure`), once it announced its addresses."""
     cmd = [sys.executable, "-m", "console.cli", "hub", "--data-dir", str(data_dir),
-           "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]
+           "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", *args]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=clean_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -53,7 +74,8 @@ def start_hub(data_dir: Path, timeout: float = 60.0) -> Hub:
             raise RuntimeError(f"hub exited with {proc.wait()} before it was ready")
         m = _READY.match(line)
         if m:
-            return Hub(proc, m.group(1), m.group(2))
+            token = (data_dir / "admin.token").read_text().strip()
+            return Hub(proc, m.group(1), m.group(2), {"Authorization": f"Bearer {token}"}, data_dir)
     proc.kill()
     raise RuntimeError("hub did not announce its addresses in time")
 

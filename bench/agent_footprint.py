@@ -32,9 +32,10 @@ def free_port() -> int:
         return port
 
 
-def start_agent(hub_grpc: str, node_id: str, token_file: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+def start_agent(hub_grpc: str, node_id: str, token_file: Path, state_dir: Path, ca_file: Path
+                ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "agent", "--hub", hub_grpc, "--node-id", node_id,
-           "--token", f"@{token_file}", "--state-dir", str(state_dir)]
+           "--token", f"@{token_file}", "--state-dir", str(state_dir), "--ca", str(ca_file)]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=clean_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -72,12 +73,12 @@ def main() -> None:
         hub = start_hub(Path(tmp) / "hub")
         agent = None
         try:
-            api = httpx.Client(base_url=hub.url, timeout=10)
+            api = httpx.Client(base_url=hub.url, timeout=10, headers=hub.headers)
             api.post("/api/v1/nodes", json={"id": "bench-node", "name": "bench-node", "type": "virtual"})
             token = api.post("/api/v1/nodes/bench-node/token").json()["token"]
             token_file = Path(tmp) / "token"
             token_file.write_text(token)
-            agent = start_agent(hub.grpc, "bench-node", token_file, Path(tmp) / "agent")
+            agent = start_agent(hub.grpc, "bench-node", token_file, Path(tmp) / "agent", hub.ca_file)
             wait_online(api, "bench-node")
             time.sleep(3)  # past the first inventory and metrics
             usage = measure(agent.pid, args.seconds)

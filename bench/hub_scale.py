@@ -2,10 +2,13 @@
 
     python bench/hub_scale.py --agents 10000 [--procs 2] [--seconds 60] [--pings 300]
 
-Sets up N nodes with credentials in a fresh data dir, starts a real hub, then
-`--procs` load-generator processes that each hold their share of the agents:
-one TCP connection and one `AgentService.Connect` stream per agent, Hello,
-heartbeats and metrics at the intervals the hub hands out, command acks.
+Sets up N nodes with join tokens in a fresh data dir, starts a real hub (with
+`--insecure`: plaintext, so that the figures measure the hub rather than TLS),
+then `--procs` load-generator processes that each hold their share of the
+agents: each joins (`Join`: a key made here, a CSR, its certificate back), then
+one TCP connection and one `AgentService.Connect` stream per agent, Hello with
+the certificate and its proof, heartbeats and metrics at the intervals the hub
+hands out, command acks.
 While all are connected it measures, over `--seconds`: the hub's RSS and CPU,
 heartbeats/s, bytes on loopback per agent per minute, and the command
 round-trip (REST `POST /nodes/{id}/ping`: hub → agent → ack) p50/p99.
@@ -42,8 +45,8 @@ def raise_fd_limit() -> int:
 # --- the load generator (a child process) -------------------------------------
 
 
-async def _agent(stub_factory, node_id: str, token: str, stats: dict[str, int], stop: asyncio.Event,
-                 gate: asyncio.Semaphore) -> None:
+async def _agent(hub: str, options: list[tuple[str, int]], node_id: str, token: str, stats: dict[str, int],
+                 stop: asyncio.Event, gate: asyncio.Semaphore) -> None:
     import grpc
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -60,20 +63,11 @@ async def _agent(stub_factory, node_id: str, token: str, stats: dict[str, int], 
             yield msg
 
     async with gate:
-        channel, stub = stub_factory()
-        call = stub.Connect(requests())
-        await out.put(pb.AgentMessage(hello=pb.Hello(node_id=node_id, credential=token, agent_version="bench",
-                                                     first_unacked_seq=1)))
-        try:
-            first = await call.read()
-        except grpc.aio.AioRpcError:
-            stats["refused"] += 1
-            await channel.close()
-            return
-    if first is grpc.aio.EOF or not first.HasField("welcome"):
+        opened = await _hello(hub, options, node_id, token, out, requests())
+    if opened is None:
         stats["refused"] += 1
-        await channel.close()
         return
+    channel, call, first = opened
     stats["connected"] += 1
     hb = first.welcome.heartbeat_interval_ms / 1000
     mi = first.welcome.metrics_interval_ms / 1000
@@ -115,24 +109,41 @@ async def _agent(stub_factory, node_id: str, token: str, stats: dict[str, int], 
         await channel.close()
 
 
-async def _generate(hub: str, tokens: list[tuple[str, str]]) -> None:
+async def _hello(hub: str, options: list[tuple[str, int]], node_id: str, token: str, out: asyncio.Queue,
+                 requests) -> tuple | None:
+    """Join, open the stream and say Hello: (channel, call, the Welcome message), or None when refused."""
     import grpc
+    from _simagent import open_stream
 
+    from proto import gamenode_pb2 as pb
     from proto import gamenode_pb2_grpc as pb_grpc
 
+    try:
+        channel, proof = await open_stream(hub, node_id, token, None, options)
+    except grpc.aio.AioRpcError:
+        return None
+    call = pb_grpc.AgentServiceStub(channel).Connect(requests)
+    await out.put(pb.AgentMessage(hello=pb.Hello(node_id=node_id, agent_version="bench", first_unacked_seq=1,
+                                                 **proof)))
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError:
+        first = None
+    if first is None or first is grpc.aio.EOF or not first.HasField("welcome"):
+        await channel.close()
+        return None
+    return channel, call, first
+
+
+async def _generate(hub: str, tokens: list[tuple[str, str]]) -> None:
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 30000),
                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)]
-
-    def stub_factory():
-        channel = grpc.aio.insecure_channel(hub, options=options)
-        return channel, pb_grpc.AgentServiceStub(channel)
-
     stats = {"connected": 0, "refused": 0, "dropped": 0, "heartbeats": 0, "metrics": 0, "commands": 0}
     stop = asyncio.Event()
     gate = asyncio.Semaphore(200)
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), stop.set)  # the parent closes our stdin to stop us
-    agents = [asyncio.create_task(_agent(stub_factory, node_id, token, stats, stop, gate))
+    agents = [asyncio.create_task(_agent(hub, options, node_id, token, stats, stop, gate))
               for node_id, token in tokens]
     while not stop.is_set():
         print(json.dumps(stats), flush=True)
@@ -155,7 +166,7 @@ def generator_main(hub: str, token_file: Path) -> None:
 
 
 def setup_fleet(data_dir: Path, n: int) -> list[tuple[str, str]]:
-    """N nodes and a credential each, written straight through the hub's own services."""
+    """N nodes and a join token each, written straight through the hub's own services."""
     from console.service import Services
     from console.store import Stores
 
@@ -228,7 +239,7 @@ def main() -> None:
         t0 = time.monotonic()
         tokens = setup_fleet(Path(tmp) / "hub", args.agents)
         setup_s = time.monotonic() - t0
-        hub = start_hub(Path(tmp) / "hub")
+        hub = start_hub(Path(tmp) / "hub", args=["--insecure"])
         gens: list[Generator] = []
         try:
             for k in range(args.procs):
@@ -240,7 +251,7 @@ def main() -> None:
             while total(gens, "connected") < args.agents and time.monotonic() - t0 < args.connect_timeout:
                 time.sleep(0.5)
             connect_s = time.monotonic() - t0
-            api = httpx.Client(base_url=hub.url, timeout=30)
+            api = httpx.Client(base_url=hub.url, timeout=30, headers=hub.headers)
             online = int(api.get("/api/v1/nodes", params={"online": "true", "limit": 0}).headers["x-total-count"])
 
             hb0, b0, w0 = total(gens, "heartbeats"), lo_bytes(), time.monotonic()
@@ -273,7 +284,7 @@ def main() -> None:
 
     rtts.sort()
     print(f"hub scale: {args.agents} simulated agents in {args.procs} processes, fd limit {limit}")
-    print(f"setup {setup_s:.1f} s (nodes + credentials), all connected after {connect_s:.1f} s")
+    print(f"setup {setup_s:.1f} s (nodes + join tokens), all joined and connected after {connect_s:.1f} s")
     print()
     print(f"{'figure':<36} {'value':>12}   target")
     print(f"{'agents connected (generators)':<36} {connected:>12}   {args.agents}")

@@ -37,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _procs import REPO_ROOT, clean_env, start_hub
+from _procs import REPO_ROOT, Hub, clean_env, start_hub
 from testbed.docker import rootfs_tar
 
 from proto import gamenode_pb2 as pb
@@ -117,21 +117,21 @@ def docker_cli_round(ref: str) -> float:
     return elapsed
 
 
-async def watch_until_done(grpc_address: str, run_id: str) -> str:
-    async with __import__("grpc").aio.insecure_channel(grpc_address) as channel:
+async def watch_until_done(hub: Hub, run_id: str) -> str:
+    async with hub.console_channel() as channel:
         stub = pb_grpc.HubServiceStub(channel)
         state = ""
-        async for run in stub.WatchRun(pb.GetRunRequest(run_id=run_id)):
+        async for run in stub.WatchRun(pb.GetRunRequest(run_id=run_id), metadata=hub.grpc_metadata):
             state = run.state
         return state
 
 
-def gamenode_round(api: httpx.Client, grpc_address: str, card: str) -> float:
+def gamenode_round(api: httpx.Client, hub: Hub, card: str) -> float:
     started = time.perf_counter()
     r = api.post("/api/v1/instances", json={"game": card, "params": {"health": "http"}})
     r.raise_for_status()
     launched = r.json()
-    state = asyncio.run(watch_until_done(grpc_address, launched["run_id"]))
+    state = asyncio.run(watch_until_done(hub, launched["run_id"]))
     elapsed = time.perf_counter() - started
     if state != "succeeded":
         answer = api.get(f"/api/v1/runs/{launched['run_id']}").text
@@ -139,19 +139,20 @@ def gamenode_round(api: httpx.Client, grpc_address: str, card: str) -> float:
     stop = api.delete(f"/api/v1/instances/{launched['instance']['id']}")
     stop.raise_for_status()
     if stop.status_code == 202:
-        asyncio.run(watch_until_done(grpc_address, stop.json()["run_id"]))
+        asyncio.run(watch_until_done(hub, stop.json()["run_id"]))
     return elapsed
 
 
-def start_fleet(root: Path, ref: str) -> tuple[subprocess.Popen[bytes], httpx.Client, str, object]:
+def start_fleet(root: Path, ref: str) -> tuple[subprocess.Popen[bytes], httpx.Client, Hub]:
     hub = start_hub(root / "data")
-    api = httpx.Client(base_url=hub.url, timeout=30)
+    api = httpx.Client(base_url=hub.url, timeout=30, headers=hub.headers)
     api.post("/api/v1/nodes", json={"id": NODE, "name": NODE, "type": "physical"}).raise_for_status()
     token_file = root / "token"
     token_file.write_text(api.post(f"/api/v1/nodes/{NODE}/token").json()["token"])
     token_file.chmod(0o600)
     agent = subprocess.Popen([sys.executable, "-m", "agent", "--hub", hub.grpc, "--node-id", NODE, "--token",
-                              f"@{token_file}", "--state-dir", str(root / "agent")], cwd=REPO_ROOT,
+                              f"@{token_file}", "--state-dir", str(root / "agent"), "--ca", str(hub.ca_file)],
+                             cwd=REPO_ROOT,
                              env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     for _ in range(300):
@@ -164,7 +165,7 @@ def start_fleet(root: Path, ref: str) -> tuple[subprocess.Popen[bytes], httpx.Cl
              ).raise_for_status()
     api.post("/api/v1/gamecards", json={"id": "bench", "name": "bench", "platform": "bench",
                                         "versions": [{"version": "1.0.0", "image": ref}]}).raise_for_status()
-    return agent, api, hub.grpc, hub
+    return agent, api, hub
 
 
 def main() -> None:
@@ -175,20 +176,20 @@ def main() -> None:
         root = Path(tmp)
         with local_registry(root) as registry:
             ref = push_game(registry, root)
-            agent, api, grpc_address, hub = start_fleet(root, ref)
+            agent, api, hub = start_fleet(root, ref)
             try:
-                gamenode_round(api, grpc_address, "bench")  # warm-up: first imports, first connection
+                gamenode_round(api, hub, "bench")  # warm-up: first imports, first connection
                 forget(ref)
                 ours, cli = [], []
                 for _ in range(args.rounds):
-                    ours.append(gamenode_round(api, grpc_address, "bench"))
+                    ours.append(gamenode_round(api, hub, "bench"))
                     forget(ref)
                     cli.append(docker_cli_round(ref))
                     forget(ref)
             finally:
                 agent.terminate()
                 agent.wait()
-                hub.stop()  # type: ignore[attr-defined]
+                hub.stop()
                 api.close()
     report(ours, cli)
 

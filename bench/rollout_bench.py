@@ -160,7 +160,8 @@ def write_inventory(bench: Bench, tool: str, nodes: list[str], path: Path) -> No
     lines += ["", "[fleet:vars]", "ansible_host=127.0.0.1", f"ansible_user={bench.hosts[0].user}",
               f"ansible_ssh_private_key_file={bench.key.private}", f"ansible_ssh_common_args={common}",
               "ansible_python_interpreter=/usr/bin/python3", f"python={host_python()}",
-              f"hub_grpc={bench.hub.grpc}", ""]
+              f"hub_grpc={bench.hub.grpc}", f"hub_ca={bench.hub.ca_file}",
+              f"hub_token={bench.hub.headers['Authorization'].removeprefix('Bearer ')}", ""]
     path.write_text("\n".join(lines))
 
 
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     known_hosts = data_dir / "known_hosts"
     known_hosts.write_text(known_hosts_for([solo_host, *hosts]))
     hub = start_hub(data_dir)
-    api = httpx.Client(base_url=hub.url, timeout=60.0)
+    api = httpx.Client(base_url=hub.url, timeout=60.0, headers=hub.headers)
     bench = Bench(root, hub, api, hosts, key, known_hosts, builds)
     try:
         measure(bench, args, solo_host)

@@ -2,12 +2,13 @@
 
     python bench/tui_bench.py [--nodes 1000] [--seconds 30] [--presses 200]
 
-Sets up N nodes with credentials in a fresh data dir (bench/hub_scale.py's
+Sets up N nodes with join tokens in a fresh data dir (bench/hub_scale.py's
 `setup_fleet`), starts a real hub, then two child processes:
 
-- a load generator holding one `AgentService.Connect` stream per node that
-  sends a metrics sample every second with new CPU, memory, disk and network
-  figures (and heartbeats at the interval the hub hands out);
+- a load generator that joins each node (`Join` with its join token) and holds
+  one `AgentService.Connect` stream (mTLS) per node that sends a metrics sample
+  every second with new CPU, memory, disk and network figures (and heartbeats
+  at the interval the hub hands out);
 - the console: `GamenodeApp` over a real `HubClient`, headless
   (`App.run_test`), on the fleet screen.
 
@@ -49,9 +50,10 @@ SIZE = (200, 50)
 # --- the load generator (a child process) -------------------------------------
 
 
-async def _agent(hub: str, node_id: str, token: str, stats: dict[str, int], stop: asyncio.Event,
+async def _agent(hub: str, node_id: str, token: str, ca_pem: bytes, stats: dict[str, int], stop: asyncio.Event,
                  gate: asyncio.Semaphore) -> None:
     import grpc
+    from _simagent import open_stream
 
     from proto import gamenode_pb2 as pb
     from proto import gamenode_pb2_grpc as pb_grpc
@@ -62,11 +64,10 @@ async def _agent(hub: str, node_id: str, token: str, stats: dict[str, int], stop
         while (msg := await out.get()) is not None:
             yield msg
 
-    async with gate:
-        channel = grpc.aio.insecure_channel(hub, options=[("grpc.use_local_subchannel_pool", 1)])
+    async with gate:  # join (Endpoints, Join), then the stream over mTLS
+        channel, _ = await open_stream(hub, node_id, token, ca_pem, [("grpc.use_local_subchannel_pool", 1)])
         call = pb_grpc.AgentServiceStub(channel).Connect(requests())
-        await out.put(pb.AgentMessage(hello=pb.Hello(node_id=node_id, credential=token, agent_version="bench",
-                                                     first_unacked_seq=1)))
+        await out.put(pb.AgentMessage(hello=pb.Hello(node_id=node_id, agent_version="bench", first_unacked_seq=1)))
         first = await call.read()
     if first is grpc.aio.EOF or not first.HasField("welcome"):
         stats["refused"] += 1
@@ -110,12 +111,12 @@ async def _agent(hub: str, node_id: str, token: str, stats: dict[str, int], stop
         await channel.close()
 
 
-async def _generate(hub: str, tokens: list[tuple[str, str]]) -> None:
+async def _generate(hub: str, tokens: list[tuple[str, str]], ca_pem: bytes) -> None:
     stats = {"connected": 0, "refused": 0, "metrics": 0}
     stop = asyncio.Event()
     gate = asyncio.Semaphore(200)
     asyncio.get_running_loop().add_reader(sys.stdin.fileno(), stop.set)  # the parent closes our stdin
-    agents = [asyncio.create_task(_agent(hub, n, t, stats, stop, gate)) for n, t in tokens]
+    agents = [asyncio.create_task(_agent(hub, n, t, ca_pem, stats, stop, gate)) for n, t in tokens]
     while not stop.is_set():
         print(json.dumps(stats), flush=True)
         await asyncio.sleep(1)
@@ -127,12 +128,14 @@ async def _generate(hub: str, tokens: list[tuple[str, str]]) -> None:
 # --- the console (a child process) --------------------------------------------
 
 
-async def _console(hub: str, nodes: int, presses: int) -> None:
+async def _console(hub: str, nodes: int, presses: int, data_dir: str) -> None:
     from console.tui.app import GamenodeApp
     from console.tui.client import HubClient
     from console.tui.screens.fleet import FleetScreen
 
-    app = GamenodeApp(lambda: HubClient(hub), target=hub)
+    token = (Path(data_dir) / "admin.token").read_text().strip()  # as `gamenode console --connect` finds them
+    ca_pem = (Path(data_dir) / "ca.pem").read_bytes()
+    app = GamenodeApp(lambda: HubClient(hub, token=token, ca_pem=ca_pem), target=hub)
     async with app.run_test(headless=True, size=SIZE):
         screen = app.screen
         assert isinstance(screen, FleetScreen)
@@ -218,13 +221,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hub = start_hub(Path(tmp) / "hub")
         children: list[Child] = []
         try:
-            console = Child("--console", hub.grpc, str(args.nodes), str(args.presses))
+            console = Child("--console", hub.grpc, str(args.nodes), str(args.presses), str(Path(tmp) / "hub"))
             children.append(console)
             console.wait_for("ready", 120)
             idle = measure(console.proc.pid, 10)
             token_file = Path(tmp) / "tokens"
             token_file.write_text("".join(f"{n} {t}\n" for n, t in tokens))
-            generator = Child("--generator", hub.grpc, str(token_file))
+            generator = Child("--generator", hub.grpc, str(token_file), str(hub.ca_file))
             children.append(generator)
             deadline = time.monotonic() + 120
             while generator.wait_for("connected", 120)["connected"] < args.nodes and time.monotonic() < deadline:
@@ -273,22 +276,23 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--presses", type=int, default=200)
-    parser.add_argument("--generator", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--console", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--generator", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--console", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generator:
         raise_fd_limit()
         tokens = [(n, t) for n, t in (line.split() for line in Path(args.generator[1]).read_text().splitlines())]
-        asyncio.run(_generate(args.generator[0], tokens))
+        asyncio.run(_generate(args.generator[0], tokens, Path(args.generator[2]).read_bytes()))
     elif args.console:
         profile = os.environ.get("TUI_BENCH_PROFILE")  # a path: cProfile stats of the console's loop go there
         if profile:
             import cProfile
 
-            cProfile.runctx("asyncio.run(_console(*args.console[:1], int(args.console[1]), int(args.console[2])))",
+            cProfile.runctx("asyncio.run(_console(args.console[0], int(args.console[1]), int(args.console[2]), "
+                            "args.console[3]))",
                             globals(), {"args": args, "asyncio": asyncio}, profile)
         else:
-            asyncio.run(_console(args.console[0], int(args.console[1]), int(args.console[2])))
+            asyncio.run(_console(args.console[0], int(args.console[1]), int(args.console[2]), args.console[3]))
     else:
         report(run(args), args.seconds)
 

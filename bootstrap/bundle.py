@@ -57,6 +57,7 @@ AGENT_REQUIREMENTS: tuple[str, ...] = (
     "nvidia-ml-py>=12.535",
     "PyYAML>=6.0.1",
     "pydantic>=2.7,<3",
+    "cryptography>=42",
 )
 """What the agent imports on a node (their own dependencies follow); the one list the bundle is built from."""
 

@@ -53,7 +53,8 @@ __all__ = [
 
 T = TypeVar("T")
 TokenProvider = Callable[[str], Awaitable[str]] | str
-"""The node's credential, or an async function of the node id that issues one (called only for a host without)."""
+"""The node's join token, or an async function of the node id that issues one (called only for a host whose
+agent has no token or no certificate yet)."""
 
 INSTALL_STEPS = ("connect", "preflight", "upload", "install", "configure", "switch", "start", "verify", "rollback")
 UNINSTALL_STEPS = ("connect", "stop", "remove", "revoke")
@@ -106,6 +107,9 @@ class HostTarget:
     hub_address: str
     """`HOST:PORT` the agent dials."""
     token_provider: TokenProvider
+    """The node's join token (it exchanges it for its certificate on first start), or how to issue one."""
+    ca_pem: bytes | None = None
+    """The hub CA's certificate (PEM), installed for the agent to pin; None: the hub is --insecure (plaintext)."""
 
 
 @dataclass

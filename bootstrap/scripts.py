@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from collections.abc import Collection
 
 from bootstrap.errors import BootstrapError
 
 __all__ = [
+    "CA_PATH",
     "SUPERVISOR",
     "UNIT_NAME",
     "UNIT_PATH",
@@ -28,6 +30,10 @@ __all__ = [
 ]
 
 SUPERVISOR = "bin/gamenode-supervise"
+CA_PATH = "etc/ca.pem"
+"""The hub's CA under the prefix (GAMENODE_AGENT_CA_FILE)."""
+IDENTITY_CERT = "state/identity/cert.pem"
+"""The agent's certificate under the prefix, once it joined (see `agent.identity`)."""
 UNIT_NAME = "gamenode-agent.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 
@@ -93,6 +99,8 @@ A="$P/agent"
 [ -f "$P/bundles/$SHA.tar.gz" ] && echo "bundle_size=$(wc -c < "$P/bundles/$SHA.tar.gz")"
 [ -f "$P/etc/agent.env" ] && echo "config_sha=$(sha256sum < "$P/etc/agent.env" | cut -c1-64)"
 [ -s "$P/etc/token" ] && echo "token_sha=$(sha256sum < "$P/etc/token" | cut -c1-64)"
+[ -f "$P/{CA_PATH}" ] && echo "ca_sha=$(sha256sum < "$P/{CA_PATH}" | cut -c1-64)"
+[ -s "$P/{IDENTITY_CERT}" ] && echo enrolled=1
 [ -f "$P/{SUPERVISOR}" ] && echo "supervisor_sha=$(sha256sum < "$P/{SUPERVISOR}" | cut -c1-64)"
 if [ -d /run/systemd/system ] && [ -f {UNIT_PATH} ]; then
     systemctl is-active --quiet {UNIT_NAME} && echo running=1
@@ -125,12 +133,14 @@ echo "installed $D"
 '''
 
 
-def configure_script(prefix: str, files: dict[str, str]) -> str:
-    """Write each `PREFIX/<name>` (0600, temp file + rename) with its content; make the state dirs."""
+def configure_script(prefix: str, files: dict[str, str], public: Collection[str] = ()) -> str:
+    """Write each `PREFIX/<name>` (0600, or 0644 for names in `public`; temp file + rename) with its content;
+    make the state dirs."""
     body = 'umask 077\nmkdir -p "$P/etc" "$P/state" "$P/log" "$P/run"\n'
     for name, content in files.items():
         target = f'"$P"/{shlex.quote(name)}'
-        body += (f"printf '%s' {shlex.quote(content)} > {target}.tmp\nchmod 600 {target}.tmp\n"
+        mode = "644" if name in public else "600"
+        body += (f"printf '%s' {shlex.quote(content)} > {target}.tmp\nchmod {mode} {target}.tmp\n"
                  f"mv -f {target}.tmp {target}\n")
     return _head(prefix) + body
 

@@ -7,8 +7,14 @@ the node's prefix, PREFIX:
     agent/<version>/          venv + the bundle's site-packages; VERSION, BUNDLE (its sha256)
     agent/current, previous   symlinks to a <version>
     bundles/<sha256>.tar.gz   uploaded bundles
-    etc/agent.env, etc/token  0600; the agent reads GAMENODE_AGENT_* from agent.env
-    state/ log/ run/          the agent's state dir, logs, pid files
+    etc/agent.env, etc/token  0600; the agent reads GAMENODE_AGENT_* from agent.env; token: its join token
+    etc/ca.pem                0644; the hub's CA, which the agent pins (absent for an --insecure hub)
+    state/ log/ run/          the agent's state dir (its key and certificate in state/identity/), logs, pid files
+
+Only a join token and the CA's certificate travel: the agent makes its key on
+the host and exchanges the token for its certificate itself. A new token is
+issued (through `token_provider`) for a host whose agent has no token or no
+certificate yet.
     bin/gamenode-supervise    the supervisor, on hosts without systemd
 """
 
@@ -61,9 +67,11 @@ class Facts:
     """PREFIX/agent/<bundle version> holds exactly this bundle."""
     bundle_uploaded: bool = False
     config_current: bool = False
-    """agent.env (and the token, where one is given) already hold what configure would write."""
+    """agent.env, the CA (and the token, where one is given) already hold what configure would write."""
     supervisor_current: bool = False
     token_present: bool = False
+    enrolled: bool = False
+    """The agent's state dir holds a certificate (it joined the hub)."""
     notes: tuple[str, ...] = field(default=())
     """Warnings worth showing (time skew, no docker)."""
 
@@ -118,12 +126,14 @@ def supervisor_script() -> str:
     return resources.files("bootstrap").joinpath("supervise.sh").read_text(encoding="utf-8")
 
 
-def agent_env(prefix: str, node_id: str, hub: str, *, ca_file: str | None = None) -> str:
+def agent_env(prefix: str, node_id: str, hub: str, *, ca_file: str | None = None, insecure: bool = False) -> str:
     """The content of PREFIX/etc/agent.env (read by the supervisor's `.` and by systemd's EnvironmentFile)."""
     values = {"GAMENODE_AGENT_HUB": hub, "GAMENODE_AGENT_NODE_ID": node_id,
               "GAMENODE_AGENT_TOKEN": f"@{prefix}/etc/token", "GAMENODE_AGENT_STATE_DIR": f"{prefix}/state"}
     if ca_file:
         values["GAMENODE_AGENT_CA_FILE"] = ca_file
+    if insecure:
+        values["GAMENODE_AGENT_INSECURE"] = "1"
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
@@ -190,16 +200,24 @@ class RemoteHost:
             bundle_installed=raw.get("installed_sha") == sha,
             bundle_uploaded=bundle is not None and raw.get("bundle_size", "").strip() == str(bundle.size),
             config_current=self._config_current(raw), token_present="token_sha" in raw,
+            enrolled=raw.get("enrolled") == "1",
             supervisor_current=raw.get("supervisor_sha") == _sha(supervisor_script()), notes=tuple(notes))
 
     def _config_current(self, raw: dict[str, str]) -> bool:
         if raw.get("config_sha") != _sha(self._env()):
             return False
+        ca = self.target.ca_pem
+        if ca is not None and raw.get("ca_sha") != _sha(ca.decode()):
+            return False
         token = self.target.token_provider
-        return raw.get("token_sha") == _sha(_token_line(token)) if isinstance(token, str) else "token_sha" in raw
+        if isinstance(token, str):
+            return raw.get("token_sha") == _sha(_token_line(token))
+        return "token_sha" in raw and raw.get("enrolled") == "1"
 
     def _env(self) -> str:
-        return agent_env(self.prefix, self.target.node_id, self.target.hub_address)
+        insecure = self.target.ca_pem is None
+        return agent_env(self.prefix, self.target.node_id, self.target.hub_address,
+                         ca_file=None if insecure else f"{self.prefix}/{scripts.CA_PATH}", insecure=insecure)
 
     def check(self, facts: Facts) -> None:
         """`BootstrapError` when the host cannot take this bundle (OS, python, venv, arch, disk)."""
@@ -229,14 +247,19 @@ class RemoteHost:
         return out.strip().splitlines()[-1] if out.strip() else ""
 
     async def configure(self) -> str:
-        """agent.env, and the token: the given one, or a new one from the hub when the host has none."""
+        """agent.env, the hub's CA, and the join token: the given one, or a new one from the hub when the host has
+        none or its agent has not joined yet (issuing one revokes the node's earlier token and certificate)."""
         files = {"etc/agent.env": self._env()}
+        public: set[str] = set()
+        if self.target.ca_pem is not None:
+            files[scripts.CA_PATH] = self.target.ca_pem.decode()
+            public.add(scripts.CA_PATH)
         token = self.target.token_provider
         if isinstance(token, str):
             files["etc/token"] = _token_line(token)
-        elif not self._facts.token_present:
+        elif not (self._facts.token_present and self._facts.enrolled):
             files["etc/token"] = _token_line(await token(self.target.node_id))
-        await self._sh(scripts.configure_script(self.prefix, files))
+        await self._sh(scripts.configure_script(self.prefix, files, public))
         return "wrote " + ", ".join(sorted(files))
 
     async def switch(self) -> str:
@@ -271,5 +294,5 @@ class RemoteHost:
 def _token_line(token: str) -> str:
     token = token.strip()
     if not token or any(c.isspace() for c in token):
-        raise BootstrapError("the node's credential is empty or contains whitespace")
+        raise BootstrapError("the node's join token is empty or contains whitespace")
     return token + "\n"

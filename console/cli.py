@@ -1,6 +1,7 @@
 """The `gamenode` command.
 
     gamenode hub     [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT[,unix:PATH]]
+                     [--agent-listen HOST:PORT] [--insecure]
     gamenode console [--data-dir DIR] [--connect HOST:PORT]
     gamenode demo    [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT] [--no-agents] [--headless]
     gamenode agent ...      (the node agent; its own flags, see `gamenode agent --help`)
@@ -8,6 +9,7 @@
     gamenode rollout --nodes ID,... | --selector SEL | --all-without-agent [--upgrade | --uninstall] ...
     gamenode nodes add ID --ssh-host HOST [--ssh-port P] [--ssh-user U] [--identity FILE] [--label K=V]...
     gamenode ssh trust NODE [--yes]
+    gamenode tokens create --name N --role viewer|operator|admin [--ttl-days D] | list | revoke ID [--hub URL]
     gamenode version
 
 The rollout, nodes and ssh commands talk to a running hub (`console.cli_rollout`);
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 
 from console.cli_console import add_console_command, interactive, run_demo_console
 from console.cli_rollout import add_commands as _add_hub_commands
+from console.cli_tokens import add_tokens_command
 from console.errors import GamenodeError
 from console.hub.app import VERSION
 
@@ -91,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate_pipelines)
 
     _add_hub_commands(sub)
+    add_tokens_command(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"gamenode {VERSION}") or 0)
@@ -104,6 +108,11 @@ def _hub_flags(parser: argparse.ArgumentParser, data_dir: Path | None = None) ->
     parser.add_argument("--grpc-listen", metavar="HOST:PORT",
                         help="gRPC address for agents and consoles (default 127.0.0.1:7070); more, comma-separated, "
                              "e.g. 127.0.0.1:7070,unix:/run/gamenode/hub.sock")
+    parser.add_argument("--agent-listen", metavar="HOST:PORT",
+                        help="mTLS address agents stream on (default: the first gRPC host, its port + 1)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="no TLS: plaintext gRPC, agents stream on the gRPC port and prove their key in the "
+                             "hello (trusted networks only)")
 
 
 def _validate_pipelines(args: argparse.Namespace) -> int:
@@ -134,11 +143,14 @@ def _run_hub(args: argparse.Namespace) -> int:
     from console.hub.server import Hub
     from console.settings import HubSettings
 
-    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen,
+                                agent_listen=args.agent_listen, insecure=args.insecure)
 
     def ready(hub: Hub) -> None:
+        mode = "plaintext" if settings.insecure else "mTLS"
+        agents = f"agents on {hub.agent_address} ({mode}), " if hub.agent_address else ""
         print(f"gamenode hub: REST API on {hub.http_url} (OpenAPI at {hub.http_url}/docs), "
-              f"gRPC on {', '.join(hub.grpc_addresses)}, data in {settings.data_dir}", flush=True)
+              f"gRPC on {', '.join(hub.grpc_addresses)}, {agents}data in {settings.data_dir}", flush=True)
 
     asyncio.run(Hub(settings).run(on_ready=ready))
     return 0
@@ -158,7 +170,8 @@ def _run_headless_demo(args: argparse.Namespace) -> int:
     from console.settings import HubSettings
     from console.store import Stores
 
-    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen)
+    settings = HubSettings.load(data_dir=args.data_dir, http_listen=args.http_listen, grpc_listen=args.grpc_listen,
+                                agent_listen=args.agent_listen, insecure=args.insecure)
     stores = Stores.open(settings.data_dir)
     try:
         services = Services.over(stores)
@@ -170,20 +183,21 @@ def _run_headless_demo(args: argparse.Namespace) -> int:
     def ready(hub: Hub) -> None:
         print(f"gamenode demo: {'seeded a sample fleet in' if seeded else 'using'} {settings.data_dir}")
         if agents is not None:
-            agents.start(hub.grpc_address)
+            agents.start(hub.grpc_address, insecure=settings.insecure)
             print(f"  agents     {len(agents.tokens)} local agents as {', '.join(agents.tokens)} "
                   f"(logs in {agents.root}/*/agent.log)")
         print(f"  REST API   {hub.http_url}/api/v1/nodes")
         print(f"  OpenAPI    {hub.http_url}/docs")
         print(f"  gRPC       {', '.join(hub.grpc_addresses)}")
-        print(f"  try        curl -s '{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
+        print(f"  try        curl -s -H \"Authorization: Bearer $(cat {settings.data_dir / 'admin.token'})\" "
+              f"'{hub.http_url}/api/v1/nodes?selector=region=eu&sort=-status'")
         print("  stop       Ctrl-C", flush=True)
 
     try:
         asyncio.run(Hub(settings).run(on_ready=ready))
     except ListenError as exc:
-        env = {"GAMENODE_HTTP_LISTEN", "GAMENODE_GRPC_LISTEN"} & set(os.environ)
-        if args.http_listen or args.grpc_listen or env:
+        env = {"GAMENODE_HTTP_LISTEN", "GAMENODE_GRPC_LISTEN", "GAMENODE_AGENT_LISTEN"} & set(os.environ)
+        if args.http_listen or args.grpc_listen or args.agent_listen or env:
             raise
         print(f"gamenode demo: {exc.message}; using free ports instead", flush=True)
         free = {"http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0"}

@@ -1,11 +1,14 @@
 """`gamenode console` and the interactive `gamenode demo`: the Textual console over a hub.
 
-    gamenode console [--data-dir DIR] [--connect HOST:PORT]
+    gamenode console [--data-dir DIR] [--connect HOST:PORT [--token TOKEN] [--ca FILE | --insecure]]
     gamenode demo    [--data-dir DIR] [--http-listen HOST:PORT] [--grpc-listen HOST:PORT] [--no-agents] [--headless]
 
 Without `--connect` the console starts an embedded hub on the data dir (a
 child process, reached over `unix:DATA_DIR/hub.sock`; its output in
-`DATA_DIR/hub.log`) and stops it on exit. The demo runs `gamenode demo
+`DATA_DIR/hub.log`) and stops it on exit. `--connect HOST:PORT` is TLS with
+the hub's CA pinned (`--ca`, default `DATA_DIR/ca.pem`) and sends an API
+token (`--token`, `$GAMENODE_TOKEN`, else `DATA_DIR/admin.token`; see
+`console.cli_auth`); `--connect unix:PATH` needs neither. The demo runs `gamenode demo
 --headless` (a seeded hub and three local agents) that way and opens the
 console on it; with `--headless`, or when stdin or stdout is not a terminal
 (`make demo | cat`, CI), it is the headless demo alone.
@@ -18,6 +21,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from console.cli_auth import add_tls_flags, add_token_flags, resolve_ca, resolve_token
 
 if TYPE_CHECKING:
     from console.tui.client import HubClient
@@ -33,6 +38,8 @@ def add_console_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                               "~/.local/share/gamenode)")
     console.add_argument("--connect", metavar="HOST:PORT",
                          help="a running hub's gRPC address (or unix:PATH) instead of an embedded hub")
+    add_token_flags(console, data_dir=False)
+    add_tls_flags(console)
     console.set_defaults(handler=run_console)
 
 
@@ -43,7 +50,7 @@ def interactive() -> bool:
 
 def run_console(args: argparse.Namespace) -> int:
     if args.connect:
-        return _run_app(_factory(args.connect))
+        return _run_app(_remote_factory(args))
     from console.settings import HubSettings
     from console.tui.embedded import EmbeddedHub
 
@@ -71,6 +78,18 @@ def _factory(target: str) -> Callable[[], HubClient]:
     from console.tui.client import HubClient
 
     return lambda: HubClient(target)
+
+
+def _remote_factory(args: argparse.Namespace) -> Callable[[], HubClient]:
+    """A hub at `--connect`: over TLS with its CA pinned and a token, unless it is a unix socket."""
+    from console.tui.client import HubClient
+
+    target: str = args.connect
+    if target.startswith("unix:"):
+        return _factory(target)
+    token = resolve_token(args, required=False)
+    ca_pem = None if args.insecure else resolve_ca(args)
+    return lambda: HubClient(target, token=token, ca_pem=ca_pem, insecure=args.insecure)
 
 
 def _run_app(client_factory: Callable[[], HubClient]) -> int:

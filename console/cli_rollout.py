@@ -9,7 +9,8 @@
                      [--type T] [--label K=V]... [--hub URL]
     gamenode ssh trust NODE [--yes] [--replace] [--hub URL]
 
-The hub is `--hub URL`, else `$GAMENODE_HUB_URL`, else http://127.0.0.1:8080. A rollout runs on
+The hub is `--hub URL`, else `$GAMENODE_HUB_URL`, else http://127.0.0.1:8080; the API token
+`--token`, else `$GAMENODE_TOKEN`, else the local hub's `DATA_DIR/admin.token`. A rollout runs on
 the hub; the command follows it (`GET /api/v1/rollouts/{id}` every 0.2 s), printing a line per
 host step that changes and the summary table at the end. Exit 0 when every host ended
 installed, upgraded, unchanged or removed; 1 when any failed or was rolled back; 130 on Ctrl-C,
@@ -32,6 +33,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from console.cli_auth import add_token_flags, resolve_token
 from console.errors import GamenodeError, Unavailable
 
 __all__ = ["DEFAULT_HUB_URL", "POLL_INTERVAL", "HubClient", "HubError", "add_commands"]
@@ -54,9 +56,13 @@ class HubError(GamenodeError):
 class HubClient:
     """JSON over HTTP to a hub's REST API (the standard library only)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json", "X-Gamenode-Actor": "cli"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._has_token = bool(token)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
@@ -64,15 +70,22 @@ class HubClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body)
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
     def request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json", "X-Gamenode-Actor": "cli"})
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 text = answer.read()
         except urllib.error.HTTPError as exc:
-            raise _hub_error(exc) from None
+            error = _hub_error(exc)
+            if error.status == 401 and not self._has_token:
+                error = HubError(error.code, 401, f"the hub at {self.url} needs an API token: pass --token or set "
+                                                  "$GAMENODE_TOKEN (on the hub's host, DATA_DIR/admin.token is used "
+                                                  "by itself)")
+            raise error from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unavailable(f"cannot reach the hub at {self.url}: {reason} (start one with `gamenode hub`, "
@@ -101,6 +114,7 @@ def add_commands(sub: Any) -> None:
 def _hub_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub", metavar="URL", default=None,
                         help=f"the hub's REST API (default: $GAMENODE_HUB_URL or {DEFAULT_HUB_URL})")
+    add_token_flags(parser)
 
 
 def _ssh_flags(parser: argparse.ArgumentParser, required_host: bool) -> None:
@@ -163,7 +177,8 @@ def _ssh_parser(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> HubClient:
-    return HubClient(args.hub or os.environ.get("GAMENODE_HUB_URL") or DEFAULT_HUB_URL)
+    url = args.hub or os.environ.get("GAMENODE_HUB_URL") or DEFAULT_HUB_URL
+    return HubClient(url, token=resolve_token(args, required=False))
 
 
 # --- nodes add ----------------------------------------------------------------------

@@ -15,20 +15,31 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from console.semver import SemVer
 
 __all__ = [
     "ID_PATTERN",
     "AgentCredential",
+    "ApiToken",
     "GameCard",
     "GameCardStatus",
     "GameNode",
     "GameVersion",
     "Instance",
     "InstanceState",
+    "JoinToken",
     "Model",
+    "NodeCertificate",
     "NodeHistory",
     "NodeStatus",
     "NodeType",
@@ -37,6 +48,7 @@ __all__ = [
     "PlatformState",
     "PortMapping",
     "Resources",
+    "Role",
     "RolloutAction",
     "RolloutHost",
     "RolloutRecord",
@@ -194,14 +206,56 @@ class NodeHistory(Model):
     changes: list[StatusChange] = Field(default_factory=list)
 
 
+HexDigest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class JoinToken(Model):
+    """A node's pending join token as the hub keeps it: its id and an HMAC of its secret, never the secret."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
+    """The token's `ID` part (may be shown and logged)."""
+    mac: HexDigest
+    """Hex HMAC-SHA256 of the token's secret under the hub's key (`DATA_DIR/hub-secret.key`)."""
+    expires_at: Timestamp
+    used_at: Timestamp | None = None
+    """When a Join consumed it; a used token only gets the same key its certificate again."""
+
+
+class NodeCertificate(Model):
+    """A client certificate the hub's CA signed for a node (the certificate itself is the node's)."""
+
+    serial: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,40}$")]
+    """Hex serial number."""
+    key_sha256: HexDigest
+    """Hex SHA-256 of the certified public key (SubjectPublicKeyInfo)."""
+    not_after: Timestamp
+    issued_at: Timestamp
+
+
 class AgentCredential(Model):
-    """A node agent's credential as the hub keeps it: the SHA-256 of the token, never the token."""
+    """What the hub keeps of a node agent's identity: a pending join token, the current certificate and
+    the one it replaced (accepted until the node connects with the new one)."""
 
     id: Id
     """The node's id."""
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    """Hex SHA-256 of the token the hub issued."""
+    join_token: JoinToken | None = None
+    certificate: NodeCertificate | None = None
+    previous: NodeCertificate | None = None
+    """The certificate a renewal replaced; accepted until the node connects with `certificate`."""
     created_at: Timestamp = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_token_hash(cls, data: Any) -> Any:
+        """A record from before node certificates holds `sha256` (of a bearer token no agent may use
+        any more): it loads as "no join token, no certificate"."""
+        if isinstance(data, dict) and "sha256" in data:
+            data = {k: v for k, v in data.items() if k != "sha256"}
+        return data
+
+    def accepts(self, serial: str) -> bool:
+        """Whether a certificate with this serial may connect: the current one or the previous one."""
+        return any(c is not None and c.serial == serial for c in (self.certificate, self.previous))
 
 
 # --- instances --------------------------------------------------------------
@@ -545,3 +599,62 @@ class RolloutRecord(Model):
 
     def host(self, node_id: str) -> RolloutHost | None:
         return next((h for h in self.hosts if h.node_id == node_id), None)
+
+
+# --- API tokens and roles ---------------------------------------------------
+
+
+class Role(StrEnum):
+    """What an API token may do; each role may do everything the ones below it may.
+
+    Ordered by power, not by name: `Role.VIEWER < Role.OPERATOR < Role.ADMIN`.
+    """
+
+    VIEWER = "viewer"
+    """Every read."""
+    OPERATOR = "operator"
+    """Pipelines and runs, instances (launch, stop, actions, register), node maintenance status, ping."""
+    ADMIN = "admin"
+    """Nodes, labels, agent join tokens, API tokens, rollouts, platforms, game cards, SSH host keys, audit."""
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def covers(self, needed: Role) -> bool:
+        """Whether a holder of this role may do what needs `needed`."""
+        return self.rank >= needed.rank
+
+    def __lt__(self, other: object) -> bool:
+        return self.rank < other.rank if isinstance(other, Role) else NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        return self.rank <= other.rank if isinstance(other, Role) else NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        return self.rank > other.rank if isinstance(other, Role) else NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        return self.rank >= other.rank if isinstance(other, Role) else NotImplemented
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+class ApiToken(Model):
+    """An API token as the hub keeps it: an HMAC of its secret (`console.service.tokens_crypto`), never the token."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{6,64}$")]
+    """The token's `ID` part (shown, logged and audited; the token is `ID.SECRET`)."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """Who or what holds it; the actor in the audit log and status history."""
+    role: Role
+    mac: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    """Hex HMAC-SHA256 of the secret, keyed by the data dir's `hub-secret.key`."""
+    created_at: Timestamp = Field(default_factory=utcnow)
+    created_by: Text = ""
+    expires_at: Timestamp | None = None
+    """None: never expires."""
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at

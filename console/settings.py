@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from console.store.yamlio import parse_yaml
+
 __all__ = ["UNIX_PREFIX", "HubSettings", "default_data_dir", "parse_listen", "split_listen"]
 
 UNIX_PREFIX = "unix:"
@@ -63,6 +65,16 @@ class HubSettings(BaseSettings):
     first TCP one)."""
     advertise_address: str | None = None
     """The gRPC address (`HOST:PORT`) the rollout tells agents to dial; default: the bound gRPC address."""
+    agent_listen: str | None = None
+    """The mTLS address agents stream on (`HOST:PORT`); default: the first TCP `grpc_listen` host, its port + 1
+    (0 when that port is 0). Unused with `insecure` (agents stream on the gRPC port)."""
+    insecure: bool = False
+    """Plaintext on every TCP listener, agents stream on the gRPC port and prove their key in the Hello: for a
+    trusted network only (the hub warns at start). Consoles and REST still need tokens."""
+    join_token_ttl: float = Field(default=3600.0, ge=60, le=86400)
+    """Seconds a node's join token is valid (single use)."""
+    node_cert_days: float = Field(default=7.0, gt=0, le=365)
+    """Days a node's client certificate is valid; agents renew it on their stream at two thirds of that."""
     rollout_wheelhouse: Path | None = None
     """Wheels to build the agent bundle from offline (else `pip download` fetches the agent's dependencies)."""
     rollout_bundle: Path | None = None
@@ -84,8 +96,12 @@ class HubSettings(BaseSettings):
     """Rotated log files kept per source (`.1` … `.N`); older ones are deleted."""
     log_retention: float = Field(default=7 * 86400.0, gt=0)
     """Seconds log files are kept after their newest entry (swept hourly)."""
+    event_rate: float = Field(default=200.0, gt=0)
+    """Messages per second one agent stream may send; past `event_burst` the hub reads it slower (back-pressure)."""
+    event_burst: int = Field(default=2000, ge=1)
+    """Messages an agent stream may send at once above `event_rate` (after a reconnect: its outbox)."""
 
-    @field_validator("http_listen", "advertise_address")
+    @field_validator("http_listen", "advertise_address", "agent_listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
@@ -110,6 +126,7 @@ class HubSettings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("GAMENODE_CONFIG")
         if config:
+            _check_yaml(Path(config))
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
         return tuple(sources)
 
@@ -117,3 +134,10 @@ class HubSettings(BaseSettings):
     def load(cls, **overrides: Any) -> HubSettings:
         """Settings from every source, with the given non-None values strongest."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_yaml(path: Path) -> None:
+    """A YAML mistake in the settings file as `FILE:LINE: invalid YAML: ...` (CorruptData, which the CLI
+    prints as a one-line error) rather than PyYAML's traceback from inside pydantic-settings."""
+    if path.is_file():
+        parse_yaml(path.read_bytes(), str(path))

@@ -30,7 +30,9 @@ read back (or a pipeline that no longer loads) fails the run with the reason.
 A run id with a record is never run a second time.
 
 Secrets (`Pipeline.secret_values`) are replaced by `***` in every message,
-output and log line a run emits. Ports: when a `stop` pipeline succeeds, or a
+output and log line a run emits. The runner's `SecretBook` collects the
+secrets of every run it knows, so that the instance watcher redacts them
+from the output of the containers the runs started (`agent.redaction`). Ports: when a `stop` pipeline succeeds, or a
 `create` pipeline fails or is cancelled, the instance's host ports are released.
 """
 
@@ -55,6 +57,7 @@ from agent.pipeline.ports import PortAllocator
 from agent.pipeline.runs import FINISHED, RUN_ID, RunRecord, RunStore, StepStateName
 from agent.pipeline.spec import Pipeline, Step, load_pipeline, step_inputs
 from agent.pipeline.template import evaluate_when
+from agent.redaction import SecretBook
 from agent.runtime.docker import DockerRuntime
 from agent.settings import AgentSettings
 from agent.state import CommandOutcome
@@ -154,6 +157,7 @@ class PipelineRunner:
         actions: Mapping[str, ActionRunner] | None = None,
         store: RunStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        secrets: SecretBook | None = None,
     ) -> None:
         self._sink = sink
         self.settings = settings
@@ -162,6 +166,8 @@ class PipelineRunner:
         self.ports = ports
         self._actions = actions
         self.store = store or RunStore(settings.state_dir / "runs")
+        self.secrets = secrets if secrets is not None else SecretBook.from_runs(self.store)
+        """Every run's secret values, for the instance watcher (`InstanceWatcher(secrets=runner.secrets)`)."""
         self._clock = clock
         self._runs: dict[str, _Run] = {}
         self._closing = False
@@ -244,6 +250,7 @@ class PipelineRunner:
         pipeline = load_pipeline(record.pipeline_yaml, source=f"run {record.run_id}")
         params = pipeline.resolve_params(record.params)
         secrets = sorted({s for s in pipeline.secret_values(params) if s}, key=len, reverse=True)
+        self.secrets.add_run(record.run_id, record.instance_id, secrets)
         logs = LineBatcher(f"run:{record.run_id}", self._sink.emit_log, secrets=secrets)
         for step in pipeline.steps:
             record.step(step.name)
@@ -389,10 +396,11 @@ class PipelineRunner:
 
     def _prune(self) -> None:
         try:
-            removed = self.store.prune()
+            removed = self.store.prune(pinned=self.secrets.pinned_runs())
         except OSError as exc:
             self.log.warning("pruning finished runs failed: %s", exc)
             return
+        self.secrets.forget_runs(removed)
         if removed:
             self.log.debug("pruned %d finished runs", len(removed))
 

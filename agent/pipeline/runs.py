@@ -10,7 +10,8 @@ own state. A run id that has a file here is never started again.
 
 Retention: a finished record is removed once it is older than `KEEP_DAYS`
 days or more than `KEEP_LAST` finished records are newer (`RunStore.prune`);
-unfinished records are always kept.
+unfinished records are always kept, and so are those the caller pins (the
+runs whose secrets a live instance may still print, `agent.redaction`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -166,8 +168,10 @@ class RunStore:
         paths = [p for p in self.directory.glob("*.json") if RUN_ID.match(p.stem)]
         return [p.stem for p in sorted(paths, key=_mtime)]
 
-    def prune(self, now: float | None = None, keep_days: float = KEEP_DAYS, keep_last: int = KEEP_LAST) -> list[str]:
-        """Remove finished records older than `keep_days` or beyond the `keep_last` newest; the ids removed."""
+    def prune(self, now: float | None = None, keep_days: float = KEEP_DAYS, keep_last: int = KEEP_LAST,
+              pinned: Collection[str] = ()) -> list[str]:
+        """Remove finished records older than `keep_days` or beyond the `keep_last` newest, except the
+        `pinned` run ids; the ids removed."""
         now = time.time() if now is None else now
         finished: list[tuple[float, str]] = []
         for run_id in self.run_ids():
@@ -179,7 +183,8 @@ class RunStore:
                 finished.append((record.finished_at or record.created_at, run_id))
         finished.sort(reverse=True)
         cutoff = now - keep_days * 86400
-        doomed = [run_id for i, (at, run_id) in enumerate(finished) if i >= keep_last or at < cutoff]
+        doomed = [run_id for i, (at, run_id) in enumerate(finished)
+                  if (i >= keep_last or at < cutoff) and run_id not in pinned]
         for run_id in doomed:
             self.path(run_id).unlink(missing_ok=True)
         return doomed

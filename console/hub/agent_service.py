@@ -1,7 +1,14 @@
-"""`AgentService.Connect`: the hub's end of each agent's stream.
+"""`AgentService`: the hub's end of each agent's stream, and how an agent gets to open one.
+
+`Endpoints` (main port) says where agents stream (`agent_port`, mTLS or not);
+`Join` (main port) exchanges a node's single-use join token and a CSR for its
+client certificate (`CredentialService.enroll`). `Connect` is the stream:
 
     agent                                   hub
-    Hello{node_id, credential, ...}  ──►    verify (constant time) or UNAUTHENTICATED
+    Hello{node_id, ...}              ──►    the stream's client certificate (mTLS: the TLS peer's; on an
+                                            --insecure hub: Hello.certificate_pem + a proof by its key) is
+                                            the node's current or previous one, CN = node_id; else
+                                            UNAUTHENTICATED
                                      ◄──    Welcome{session_id, resumed, intervals, resume_from_seq}
                                      ◄──    pending commands, resent in seq order
     heartbeat / metrics (seq 0)      ──►    last seen, live state (memory only)
@@ -13,12 +20,16 @@
                                             event's write is still in flight, so nothing acked is lost)
                                      ◄──    Command{command_id} with HubMessage.seq
     CommandAck                       ──►    resolves the command's future
+    renew{csr_pem} (seq 0)           ──►    a new certificate, current from now on (the one in use stays
+                                     ◄──    accepted until the node connects with the new one):
+                                            certificate{certificate_pem}
 
 The first message must be `hello` (else INVALID_ARGUMENT). A stream the hub
 closes ends with a status saying why: ABORTED (replaced by a newer stream of
 the same node), UNAVAILABLE (no heartbeat for three intervals, or the hub is
 stopping), UNAUTHENTICATED (credential rotated or revoked), NOT_FOUND (node
-deleted).
+deleted). Joins, renewals and refused streams are logged (with the peer,
+never a token or key) and joins and renewals audited.
 """
 
 from __future__ import annotations
@@ -29,12 +40,19 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
+from agent.pki import PkiError, load_cert, verify_proof
+from console.errors import GamenodeError, InvalidInput, Unauthorized
+from console.hub.errors import grpc_status
+from console.hub.limits import TokenBucket, check_message, pace
 from console.hub.live import LiveState
 from console.hub.run_bridge import RunBridge
 from console.hub.sessions import ACK, CLOSE, Session, SessionRegistry
 from console.service import CredentialService
+from console.service.audit import AuditLog
+from console.service.credentials import EnrolledElsewhere
 from console.service.logs import LogService
 from proto import gamenode_pb2 as pb
 from proto import gamenode_pb2_grpc as pb_grpc
@@ -56,7 +74,8 @@ class _ProtocolError(Exception):
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(
         self, registry: SessionRegistry, live: LiveState, credentials: CredentialService,
-        runs: RunBridge | None = None, logs: LogService | None = None,
+        runs: RunBridge | None = None, logs: LogService | None = None, *, insecure: bool = False,
+        agent_port: int = 0, version: str = "", audit: AuditLog | None = None,
     ) -> None:
         self.registry = registry
         self.live = live
@@ -65,15 +84,42 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         """Applies pipeline events and container reports; None: kept in `live` only."""
         self.logs = logs
         """Stores log chunks; None: kept in `live` only."""
+        self.insecure = insecure
+        """No TLS anywhere: a Hello proves its certificate's key by a signature (`agent.pki.sign_proof`)."""
+        self.agent_port = agent_port
+        """The mTLS port agents stream on (`Endpoints`, `Join`); 0: the port they dialled (--insecure)."""
+        self.version = version
+        self.audit = audit
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def Endpoints(self, request: pb.EndpointsRequest, context: aio.ServicerContext[Any, Any]
+                        ) -> pb.EndpointsResponse:
+        return pb.EndpointsResponse(agent_port=self.agent_port, mtls=not self.insecure, hub_version=self.version)
+
+    async def Join(self, request: pb.JoinRequest, context: aio.ServicerContext[Any, Any]) -> pb.JoinResponse:
+        """A node's certificate for its join token and CSR; every refusal logged (never the token)."""
+        node_id = request.node_id
+        try:
+            pem = await asyncio.to_thread(self.credentials.enroll, node_id, request.token, request.csr_pem)
+        except GamenodeError as exc:
+            code = grpc.StatusCode.PERMISSION_DENIED if isinstance(exc, EnrolledElsewhere) else grpc_status(exc)
+            log.warning("refused join of node %r from %s: %s", node_id, context.peer(), exc.message)
+            await self._audit(node_id, "AgentService.Join", code, exc.message)
+            await context.abort(code, exc.message)
+        log.info("node %r joined from %s", node_id, context.peer())
+        await self._audit(node_id, "AgentService.Join", grpc.StatusCode.OK)
+        ca = self.credentials.ca
+        assert ca is not None  # enroll signed with it
+        return pb.JoinResponse(certificate_pem=pem, ca_pem=ca.ca_pem, agent_port=self.agent_port,
+                               mtls=not self.insecure)
 
     async def Connect(self, request_iterator: Any, context: Context) -> None:
         hello = await self._hello(context)
-        credential = self.credentials.verify(hello.node_id, hello.credential)
-        if credential is None:
-            log.warning("refused agent stream for node %r from %s: invalid credential", hello.node_id, context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid credential for node {hello.node_id}")
-        session, welcome = self.registry.attach(hello, context.peer(), credential)
+        serial = await self._identify(hello, context)
+        session, welcome = self.registry.attach(hello, context.peer(), serial)
         session.task = asyncio.current_task()
+        if self.credentials.replaces_previous(hello.node_id, serial):  # after attach: an older stream ends ABORTED
+            await asyncio.to_thread(self.credentials.confirm, hello.node_id, serial)
         try:
             await context.write(pb.HubMessage(welcome=welcome))
             reader = asyncio.create_task(self._read(session, context))
@@ -91,11 +137,45 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no hello within {HELLO_TIMEOUT:g} s")
+        except DecodeError as exc:  # not protobuf: a status, not an error with a traceback in the hub's log
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the first message: {exc}")
         if first is aio.EOF:  # type: ignore[comparison-overlap]  # read() may answer EOF
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its hello")
         if first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
         return first.hello
+
+    async def _identify(self, hello: pb.Hello, context: Context) -> str:
+        """The serial of the node certificate the stream holds for `hello.node_id`; else the stream ends
+        UNAUTHENTICATED (and a warning with the peer says why)."""
+        try:
+            return self.credentials.check(hello.node_id, self._certificate(hello, context)).serial
+        except GamenodeError as exc:
+            log.warning("refused agent stream for node %r from %s: %s", hello.node_id, context.peer(), exc.message)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            raise  # not reached: abort raises
+
+    def _certificate(self, hello: pb.Hello, context: Context) -> bytes:
+        """The PEM certificate the stream proves it holds the key of: the mTLS peer's, or (--insecure) the
+        Hello's, signed over by its key."""
+        node_id = hello.node_id
+        peer = list(context.auth_context().get("x509_pem_cert", ()))
+        if peer:
+            return bytes(peer[0])
+        if not self.insecure:
+            raise Unauthorized(f"node {node_id}: no client certificate; agents stream on the hub's agent port "
+                               "with mTLS (AgentService.Endpoints names it)")
+        if not hello.certificate_pem or not hello.proof:
+            old = " (an agent from before node certificates: upgrade it)" if hello.credential else ""
+            raise Unauthorized(f"node {node_id}: the hello carries no certificate and proof{old}")
+        try:
+            cert = load_cert(hello.certificate_pem, "hello.certificate_pem")
+        except PkiError as exc:
+            raise Unauthorized(f"node {node_id}: {exc}") from None
+        why = verify_proof(cert, node_id, hello.proof_time_ms, hello.proof)
+        if why is not None:
+            raise Unauthorized(f"node {node_id}: {why}")
+        return hello.certificate_pem
 
     async def _write(self, session: Session, context: Context) -> None:
         outbox = session.outbox
@@ -114,6 +194,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             session.close(None, "agent disconnected")
 
     async def _read(self, session: Session, context: Context) -> None:
+        bucket = TokenBucket.for_stream(self.registry.settings)
         try:
             while True:
                 message = await context.read()
@@ -121,7 +202,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     session.close(None, "the agent closed its stream")
                     return
                 self._dispatch(session, message)
-        except _ProtocolError as exc:
+                await pace(bucket, session.log)  # over the stream's rate: read on later (back-pressure)
+        except (_ProtocolError, DecodeError) as exc:
             session.log.warning("protocol error: %s", exc)
             session.close(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except asyncio.CancelledError:
@@ -133,6 +215,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def _dispatch(self, session: Session, message: pb.AgentMessage) -> None:
         """One agent message; the hot path (heartbeat, metrics) writes nothing to disk."""
         session.last_seen = self.registry.clock()
+        if (problem := check_message(message)) is not None:
+            raise _ProtocolError(problem)
         kind = message.WhichOneof("body")
         if kind == "heartbeat":
             beat = message.heartbeat
@@ -143,10 +227,38 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             self.registry.inventory(session, message.inventory)
         elif kind in ("command_ack", "pipeline_event", "log_chunk", "instance_report"):
             self._reliable(session, kind, message)
+        elif kind == "renew":
+            self._renew(session, message.renew.csr_pem)
         elif kind == "hello":
             raise _ProtocolError("hello sent twice on one stream")
         else:  # a newer agent's message this hub does not know
             session.log.debug("ignoring a message of an unknown kind")
+
+    def _renew(self, session: Session, csr_pem: bytes) -> None:
+        """Sign a new certificate off the loop; answer it on the stream."""
+        task = asyncio.create_task(self._renewed(session, csr_pem))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _renewed(self, session: Session, csr_pem: bytes) -> None:
+        node_id = session.node_id
+        try:
+            pem = await asyncio.to_thread(self.credentials.renew, node_id, csr_pem, session.serial)
+        except GamenodeError as exc:
+            session.log.warning("certificate renewal refused: %s", exc.message)
+            code = grpc_status(exc)
+            await self._audit(node_id, "AgentService.Renew", code, exc.message)
+            if isinstance(exc, InvalidInput):
+                session.close(code, f"renew.{exc.message}")
+            return
+        session.log.info("certificate renewed")
+        await self._audit(node_id, "AgentService.Renew", grpc.StatusCode.OK)
+        session.send(pb.HubMessage(certificate=pb.Certificate(certificate_pem=pem)))
+
+    async def _audit(self, node_id: str, action: str, code: grpc.StatusCode, detail: str | None = None) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.record, actor=f"node:{node_id}", via="grpc", action=action,
+                                    status=code.name, target=("node", node_id), detail=detail)
 
     def _reliable(self, session: Session, kind: str, message: pb.AgentMessage) -> None:
         seq = message.seq

@@ -33,7 +33,7 @@ from grpc import aio
 from pydantic import BaseModel
 
 from console.errors import GamenodeError, Unavailable
-from console.hub.convert import dict_from_struct
+from console.hub.convert import dict_from_struct, timestamp
 from console.hub.errors import grpc_status
 from console.models import GameNode
 from console.service import GameCardQuery, InstanceQuery, PipelineInfo, Services
@@ -71,8 +71,8 @@ class ConsoleRpc:
             nodes.update_labels(request.id, dict(request.set), list(request.remove))))
 
     async def issue_token(self, request: pb.GetNodeRequest, context: Context) -> pb.AgentToken:
-        token = await call(context, lambda: self.services.credentials.issue(request.id))
-        return pb.AgentToken(node_id=request.id, token=token)
+        issued = await call(context, lambda: self.services.credentials.issue_join_token(request.id))
+        return pb.AgentToken(node_id=request.id, token=issued.token, expires_at=timestamp(issued.expires_at))
 
     # --- catalog ------------------------------------------------------------------
 

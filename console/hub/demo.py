@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.identity import IdentityStore
 from console.models import InstanceState
 from console.service import Services
+from console.service.ca import CA_FILE
 
 __all__ = ["DEMO_AGENT_NODES", "DemoAgents", "seed_demo"]
 
@@ -98,31 +100,46 @@ DEMO_AGENT_NODES = ("eu-fra-01", "eu-fra-02", "us-iad-01")
 
 
 class DemoAgents:
-    """Real agent processes on this machine, one per demo node, logging to files."""
+    """Real agent processes on this machine, one per demo node, logging to files.
 
-    def __init__(self, root: Path, tokens: dict[str, str]) -> None:
+    Each keeps its identity in `root/<node>/state` across demo runs; a node
+    without a usable certificate gets a join token (`root/<node>/token`) to
+    join with. The agents pin the hub's CA (`DATA_DIR/ca.pem`, the parent of
+    `root`), or talk plaintext to an `--insecure` demo hub.
+    """
+
+    def __init__(self, root: Path, tokens: dict[str, str | None]) -> None:
         self.root = root
         self.tokens = tokens
+        """Node id → the join token issued for it this run (None: it has a certificate already)."""
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @classmethod
     def prepare(cls, services: Services, root: Path) -> DemoAgents:
-        """A fresh credential for each demo node (the previous run's stop working)."""
-        return cls(root, {node_id: services.credentials.issue(node_id) for node_id in DEMO_AGENT_NODES})
+        """A join token for each demo node that cannot connect with the certificate it has (issuing one revokes
+        the node's earlier certificate)."""
+        tokens: dict[str, str | None] = {}
+        for node_id in DEMO_AGENT_NODES:
+            identity, problem = IdentityStore(root / node_id / "state").usable(node_id)
+            usable = identity is not None and not problem and services.credentials.has_credential(node_id)
+            tokens[node_id] = None if usable else services.credentials.issue(node_id)
+        return cls(root, tokens)
 
-    def start(self, hub_grpc: str) -> None:
+    def start(self, hub_grpc: str, *, insecure: bool = False) -> None:
+        ca_file = self.root.parent / CA_FILE
         for node_id, token in self.tokens.items():
             home = self.root / node_id
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             token_file = home / "token"
-            token_file.touch(mode=0o600)
-            token_file.write_text(token)
+            if token is not None:
+                token_file.touch(mode=0o600)
+                token_file.write_text(token)
+            command = [sys.executable, "-m", "agent", "--hub", hub_grpc, "--node-id", node_id,
+                       "--state-dir", str(home / "state")]
+            command += ["--insecure"] if insecure else ["--ca", str(ca_file)]
+            command += ["--token", f"@{token_file}"] if token_file.exists() else []
             with (home / "agent.log").open("ab") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "agent", "--hub", hub_grpc, "--node-id", node_id,
-                     "--token", f"@{token_file}", "--state-dir", str(home / "state")],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                ))
+                self.procs.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
 
     def stop(self) -> None:
         for proc in self.procs:

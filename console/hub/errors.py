@@ -14,6 +14,8 @@ and the message as details.
     conflict        409    FAILED_PRECONDITION (ALREADY_EXISTS for AlreadyExists)
     invalid_input   422    INVALID_ARGUMENT
     unauthorized    401    UNAUTHENTICATED
+    unauthenticated 401    UNAUTHENTICATED     no valid API token (`console.hub.auth`)
+    forbidden       403    PERMISSION_DENIED   a role too low, a node enrolled with another key
     unavailable     503    UNAVAILABLE
     timeout         504    DEADLINE_EXCEEDED
     corrupt_data    500    DATA_LOSS
@@ -42,6 +44,8 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "invalid_input": 422,
     "unauthorized": 401,
+    "unauthenticated": 401,
+    "forbidden": 403,
     "unavailable": 503,
     "timeout": 504,
     "corrupt_data": 500,
@@ -53,6 +57,8 @@ GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "conflict": grpc.StatusCode.FAILED_PRECONDITION,
     "invalid_input": grpc.StatusCode.INVALID_ARGUMENT,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
     "corrupt_data": grpc.StatusCode.DATA_LOSS,

@@ -3,8 +3,10 @@
 Nodes come with their live `metrics`/`resources` (`LiveState.overlay`), as in
 REST answers. Service calls run in a worker thread (they may write to disk or
 walk every node); errors end the call with the status `grpc_status` maps them
-to, in `console.hub.errors`. The caller named in the `x-gamenode-actor`
-metadata is recorded in status history (default "console").
+to, in `console.hub.errors`. The caller (its API token's name; on the unix socket
+the `x-gamenode-actor` metadata, default "console") is recorded in status
+history. Who may call what is checked around this servicer
+(`console.hub.grpc_auth`).
 
 `WatchNodes` answers a snapshot of every node matching the selector, then
 batches of what changed (at most four a second, each node as it is now) and
@@ -37,6 +39,7 @@ from console.hub import log_rpc, rollout_rpc
 from console.hub.console_rpc import ConsoleRpc
 from console.hub.convert import API, dict_from_struct, node_to_pb, run_to_pb
 from console.hub.errors import grpc_status
+from console.hub.grpc_auth import current_principal
 from console.hub.live import LiveState
 from console.hub.watch import Latest, NodeFeed
 from console.models import GameNode, PipelineRun
@@ -280,6 +283,11 @@ async def _call(context: Context, fn: Callable[[], T]) -> T:
 
 
 def _actor(context: Context) -> str:
+    """Who made the change: the API token's name; on the unix socket (or an unguarded servicer) the
+    `x-gamenode-actor` metadata, else "console"."""
+    principal = current_principal.get()
+    if principal is not None and principal.token_id is not None:
+        return principal.name[:64]
     for key, value in context.invocation_metadata() or ():
         if key == "x-gamenode-actor" and isinstance(value, str) and value:
             return value[:64]

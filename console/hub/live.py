@@ -11,6 +11,11 @@ Per node the hub keeps, in memory only:
 - the running instance count and container runtime state from heartbeats;
 - small rings of the latest pipeline events, log chunks and instance reports.
 
+Across nodes it counts the messages agents send, by kind (`EventCounts`): a
+total since the hub started and a rate over the last `RATE_WINDOW` seconds,
+for `/metrics` (`console.hub.metrics`). Counting is an add to a dict entry and
+a clock read per message; everything else is done when the metrics are read.
+
 Writers run on the hub's event loop. `overlay` may run on any thread (REST
 routes run in a thread pool): it reads one reference per node. The rings are
 read only on the loop (the routes and RPCs that query them are coroutines).
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,7 +35,7 @@ from console.hub.convert import sample_resources, sample_time, sample_to_dict
 from console.models import GameNode
 from proto import gamenode_pb2 as pb
 
-__all__ = ["LiveState", "MetricsRing", "NodeLive"]
+__all__ = ["EVENT_KINDS", "RATE_WINDOW", "EventCounts", "LiveState", "MetricsRing", "NodeLive"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,51 @@ PIPELINE_EVENTS_KEPT = 256
 LOG_CHUNKS_KEPT = 256
 INSTANCE_REPORTS_KEPT = 16
 MAX_RING = 100_000
+EVENT_KINDS = ("heartbeat", "metrics", "pipeline_event", "log_chunk", "instance_report")
+"""The kinds `LiveState` counts by itself; others (`count`) are added as they come."""
+RATE_WINDOW = 10
+"""Seconds the events-per-second rate is averaged over (whole seconds, the current one left out)."""
+
+
+class EventCounts:
+    """Messages from agents by kind: totals, and per-second counts of the last `RATE_WINDOW` seconds.
+
+    Written on the loop; read from any thread (`totals` and `rates` copy what they read).
+    """
+
+    __slots__ = ("_clock", "_slot_second", "_slots", "_totals")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._totals: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
+        size = RATE_WINDOW + 1  # the window's whole seconds and the one under way
+        self._slot_second = [-1] * size
+        """The second (`int(clock())`) each slot counts; a slot is reused for a newer one."""
+        self._slots: list[dict[str, int]] = [{} for _ in range(size)]
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self._totals[kind] = self._totals.get(kind, 0) + n
+        second = int(self._clock())
+        i = second % len(self._slots)
+        if self._slot_second[i] != second:
+            self._slot_second[i] = second
+            self._slots[i] = {}
+        slot = self._slots[i]
+        slot[kind] = slot.get(kind, 0) + n
+
+    def totals(self) -> dict[str, int]:
+        """Messages of each kind since the hub started (every kind in `EVENT_KINDS`, 0 or more)."""
+        return dict(self._totals)
+
+    def rates(self) -> dict[str, float]:
+        """Messages per second of each kind over the last `RATE_WINDOW` whole seconds."""
+        now = int(self._clock())
+        sums = dict.fromkeys(self._totals, 0)
+        for second, slot in zip(list(self._slot_second), list(self._slots), strict=True):
+            if now - RATE_WINDOW <= second < now:
+                for kind, n in dict(slot).items():
+                    sums[kind] = sums.get(kind, 0) + n
+        return {kind: n / RATE_WINDOW for kind, n in sums.items()}
 
 
 class MetricsRing:
@@ -126,9 +177,13 @@ class NodeLive:
 class LiveState:
     """The volatile state of every node, and who wants to hear when it changes."""
 
-    def __init__(self, history: float = 3600.0, metrics_interval: float = 10.0) -> None:
+    def __init__(
+        self, history: float = 3600.0, metrics_interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.history_s = history
         self.default_capacity = self.capacity_for(metrics_interval)
+        self.events = EventCounts(clock)
+        """Agent messages by kind, for `/metrics`; `count` adds those that do not pass through here."""
         self._nodes: dict[str, NodeLive] = {}
         self._listeners: list[Callable[[str], None]] = []
 
@@ -139,6 +194,10 @@ class LiveState:
     def subscribe(self, listener: Callable[[str], None]) -> None:
         """`listener(node_id)` after the node's metrics or instance count changed (on the loop)."""
         self._listeners.append(listener)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        """Count `n` agent messages of `kind` (one the methods below do not count: inventory, command_ack)."""
+        self.events.add(kind, n)
 
     def node(self, node_id: str) -> NodeLive:
         entry = self._nodes.get(node_id)
@@ -163,6 +222,7 @@ class LiveState:
     # --- the hot path: volatile messages --------------------------------------
 
     def add_samples(self, node_id: str, samples: Iterable[pb.MetricsSample], now: float) -> None:
+        self.events.add("metrics")
         entry = self.node(node_id)
         latest = None
         for sample in samples:
@@ -178,6 +238,7 @@ class LiveState:
             self._changed(node_id)
 
     def heartbeat(self, node_id: str, instances: int, runtime: str) -> None:
+        self.events.add("heartbeat")
         entry = self.node(node_id)
         entry.runtime = runtime
         if instances != entry.instances:
@@ -187,12 +248,15 @@ class LiveState:
     # --- reliable events --------------------------------------------------------
 
     def add_pipeline_event(self, node_id: str, event: pb.PipelineEvent) -> None:
+        self.events.add("pipeline_event")
         self.node(node_id).pipeline_events.append(event)
 
     def add_log_chunk(self, node_id: str, chunk: pb.LogChunk) -> None:
+        self.events.add("log_chunk")
         self.node(node_id).log_chunks.append(chunk)
 
     def add_instance_report(self, node_id: str, report: pb.InstanceReport) -> None:
+        self.events.add("instance_report")
         self.node(node_id).reports.append(report)
 
     # --- reading ----------------------------------------------------------------

@@ -132,10 +132,13 @@ GameVersionBody = GameVersion
 
 
 class AgentToken(_Body):
-    """A node agent's new credential: shown this once, stored only as a hash."""
+    """A node's new join token: shown this once, stored only as an HMAC; single use."""
 
     node_id: str
     token: str
+    """`ID.SECRET`: the agent's `--token`, exchanged (with a CSR) for its client certificate."""
+    expires_at: datetime
+    """When the token stops working if it was not used."""
 
 
 class MetricsHistory(_Body):

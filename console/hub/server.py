@@ -47,9 +47,11 @@ class Hub:
         self.runtime: HubRuntime | None = None
         self.http_url = ""
         self.grpc_address = ""
-        """The address agents dial (the first TCP one)."""
+        """The address agents join at (the first TCP one; TLS unless `insecure`)."""
         self.grpc_addresses: list[str] = []
         """Every gRPC address served, `grpc_address` first (then `unix:PATH` ones)."""
+        self.agent_address = ""
+        """Where agents stream: the mTLS listener (or, `insecure`, the gRPC address)."""
         self._server: _Server | None = None
         self._stopping = asyncio.Event()
 
@@ -73,6 +75,7 @@ class Hub:
         try:
             self.grpc_address = await runtime.start(self.settings.grpc_listen)
             self.grpc_addresses = runtime.grpc_addresses
+            self.agent_address = runtime.agent_address
             host, port = sock.getsockname()[:2]
             self.http_url = f"http://{host_port(host, port)}"
             config = uvicorn.Config(

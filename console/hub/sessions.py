@@ -19,6 +19,12 @@ and `online` is written only when it changes. A hub that stops does not mark
 its nodes offline; after a start, those still marked online whose agent did not
 come back within three heartbeat intervals are.
 
+Each session remembers the serial of the certificate its stream was
+authenticated with; when the node's credential record changes so that serial
+is no longer accepted (a new join token: "rotated"; revoked or the node
+deleted: "revoked"), the stream ends UNAUTHENTICATED at once. A renewal keeps
+the serial in use accepted, so it closes nothing.
+
 A Hello also records `hardware.agent = {version, capabilities}` (merged with
 the Hello's inventory, written only when it changed): the rollout's verify
 step waits for a node online with the version it installed.
@@ -109,13 +115,14 @@ class Session:
     """One agent stream: its node, its intervals, when it was last heard of, what to send it."""
 
     def __init__(
-        self, node_id: str, session_id: str, peer: str, credential_hash: str, heartbeat_s: float,
+        self, node_id: str, session_id: str, peer: str, serial: str, heartbeat_s: float,
         metrics_s: float, now: float, state: _NodeState,
     ) -> None:
         self.node_id = node_id
         self.session_id = session_id
         self.peer = peer
-        self.credential_hash = credential_hash
+        self.serial = serial
+        """The serial (hex) of the certificate the stream was authenticated with."""
         self.heartbeat_s = heartbeat_s
         self.metrics_s = metrics_s
         self.last_seen = now
@@ -218,8 +225,9 @@ class SessionRegistry:
 
     # --- sessions -------------------------------------------------------------
 
-    def attach(self, hello: pb.Hello, peer: str, credential: AgentCredential) -> tuple[Session, pb.Welcome]:
-        """Register the stream of an authenticated Hello; any earlier stream of the node is replaced."""
+    def attach(self, hello: pb.Hello, peer: str, serial: str) -> tuple[Session, pb.Welcome]:
+        """Register the stream of a Hello authenticated by certificate `serial`; any earlier stream of the
+        node is replaced."""
         node_id = hello.node_id
         state = self._nodes.setdefault(node_id, _NodeState())
         resumed = bool(hello.previous_session_id) and hello.previous_session_id == state.session_id
@@ -233,8 +241,7 @@ class SessionRegistry:
         state.command_seq = max(state.command_seq, hello.last_command_seq)
         old = self.sessions.get(node_id)
         heartbeat_s, metrics_s = self.intervals(len(self.sessions) + (0 if old else 1))
-        session = Session(node_id, state.session_id, peer, credential.sha256, heartbeat_s, metrics_s,
-                          self.clock(), state)
+        session = Session(node_id, state.session_id, peer, serial, heartbeat_s, metrics_s, self.clock(), state)
         self.sessions[node_id] = session
         if old is not None:
             old.close(grpc.StatusCode.ABORTED, f"replaced by a newer stream for node {node_id}")
@@ -394,7 +401,7 @@ class SessionRegistry:
     # --- store listeners (any thread) -----------------------------------------
 
     def _on_credential_threadsafe(self, node_id: str, record: AgentCredential | None) -> None:
-        self._call_soon(self._credential_changed, node_id, record.sha256 if record else None)
+        self._call_soon(self._credential_changed, node_id, record)
 
     def _on_node_threadsafe(self, node_id: str, record: GameNode | None) -> None:
         if record is None:
@@ -404,10 +411,11 @@ class SessionRegistry:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the hub has stopped
             self.loop.call_soon_threadsafe(fn, *args)
 
-    def _credential_changed(self, node_id: str, sha256: str | None) -> None:
+    def _credential_changed(self, node_id: str, record: AgentCredential | None) -> None:
+        """A stream whose certificate is no longer the node's current or previous one ends at once."""
         session = self.sessions.get(node_id)
-        if session is not None and session.credential_hash != sha256:
-            what = "revoked" if sha256 is None else "rotated"
+        if session is not None and (record is None or not record.accepts(session.serial)):
+            what = "revoked" if record is None else "rotated"
             session.log.warning("credential %s: closing its stream", what)
             session.close(grpc.StatusCode.UNAUTHENTICATED, f"the credential for node {node_id} was {what}")
 

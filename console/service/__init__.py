@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from console.service.api_tokens import ApiTokenService
+from console.service.audit import AUDIT_FILE, AuditEntry, AuditLog
 from console.service.catalog import PipelineCatalog, PipelineInfo
 from console.service.credentials import CredentialService
 from console.service.gamecards import GameCardQuery, GameCardService
@@ -18,6 +20,9 @@ from console.service.selector import Selector
 from console.store import Stores
 
 __all__ = [
+    "ApiTokenService",
+    "AuditEntry",
+    "AuditLog",
     "CredentialService",
     "Dispatcher",
     "GameCardQuery",
@@ -59,6 +64,10 @@ class Services:
     """Pipeline runs; the hub gives it a dispatcher (agents) and its catalog directory."""
     rollouts: RolloutService
     """Agent rollouts over SSH; the hub attaches its loop, address and agent sessions."""
+    api_tokens: ApiTokenService
+    """Bearer tokens of consoles, the CLI and REST clients (with their roles)."""
+    audit: AuditLog
+    """Who changed what: `DATA_DIR/audit.log`."""
 
     @classmethod
     def over(cls, stores: Stores) -> Services:
@@ -69,7 +78,7 @@ class Services:
         nodes = NodeService(stores.nodes, stores.node_history, stores.instances, lock=lock,
                             credentials=stores.credentials)
         instances = InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock)
-        credentials = CredentialService(stores.credentials, stores.nodes, lock=lock)
+        credentials = CredentialService(stores.credentials, stores.nodes, lock=lock, data_dir=stores.data_dir.path)
         return cls(
             nodes=nodes,
             instances=instances,
@@ -78,4 +87,6 @@ class Services:
             credentials=credentials,
             runs=RunService(stores.runs, stores.run_secrets, nodes, instances),
             rollouts=RolloutService(stores.rollouts, nodes, credentials, stores.data_dir.path),
+            api_tokens=ApiTokenService(stores.api_tokens, stores.data_dir.path),
+            audit=AuditLog(stores.data_dir.path / AUDIT_FILE),
         )

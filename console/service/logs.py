@@ -14,6 +14,11 @@ with a warning at most once a minute. A tail whose reader is slow loses its
 oldest buffered lines the same way and is told how many in its next batch; it
 never slows the agent path or another reader.
 
+Secrets: agents redact secret param values from the lines they send. As a
+second guard (an older agent, a container printing a secret during its run)
+`append` replaces, in a node's lines, the secret values of the node's runs in
+progress that `secrets` (the hub sets `RunService.secrets_on`) names.
+
 A query first waits (up to `flush_timeout`) until every line appended before
 it was called is written, so a query right after an append sees its lines;
 a stalled writer delays a query by at most that much, then it answers what is
@@ -30,7 +35,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -64,6 +69,7 @@ WRITE_SLICE = 256
 """Lines the writer encodes and writes between two chances for the event loop to run."""
 WARN_EVERY = 60.0
 """Seconds between two warnings of the same kind (drops, refused chunks, write failures)."""
+REDACTED = "***"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -241,6 +247,8 @@ class LogService:
         self.flush_timeout = flush_timeout
         self.sweep_every = sweep_every
         self.clock = clock
+        self.secrets: Callable[[str], Sequence[str]] | None = None
+        """node id → secret values to replace by `***` in its lines (longest first); None: none."""
         self._warn = _Throttle(clock)
         self._cond = threading.Condition()
         self._queue: collections.deque[LogRecord] = collections.deque()
@@ -269,6 +277,8 @@ class LogService:
             self._refused += len(chunk.lines)
             self._warn.warn("refused", "log lines from node %r refused: %s", node_id, exc.message)
             return
+        if records and self.secrets is not None:
+            records = _scrubbed(records, self.secrets(node_id))
         if records:
             self.append_records(records)
 
@@ -399,6 +409,20 @@ class LogService:
         else:
             if deleted:
                 log.info("deleted %d expired log file(s)", deleted)
+
+
+def _scrubbed(records: list[LogRecord], secrets: Sequence[str]) -> list[LogRecord]:
+    """The records with each secret value in their text replaced by `***`."""
+    if not secrets:
+        return records
+    out = []
+    for record in records:
+        text = record.text
+        for secret in secrets:
+            if secret and secret in text:
+                text = text.replace(secret, REDACTED)
+        out.append(record if text is record.text else replace(record, text=text))
+    return out
 
 
 def _records(node_id: str, chunk: pb.LogChunk) -> list[LogRecord]:

@@ -34,12 +34,15 @@ class RolloutPlan:
     bundle: Any
     """A `bootstrap.bundle.Bundle` (None to uninstall)."""
     token: Callable[[str], Awaitable[str]]
-    """A new credential for the node (rotates: the running agent's stream is closed)."""
+    """A new join token for the node (revokes its earlier token and certificate: a running agent's stream is
+    closed)."""
     verify: Callable[[str, str, float], Awaitable[bool]]
     """(node id, version, timeout): whether the node came online on that version in time."""
     revoke: Callable[[str], Awaitable[None]]
     on_change: Callable[[Any], None]
     """Called with a host's `HostReport` whenever it changes (on the loop)."""
+    ca_pem: bytes | None = None
+    """The hub CA's certificate the agents pin; None: the hub is --insecure (the agents get --insecure)."""
 
 
 Runner = Callable[[RolloutPlan], Awaitable[Sequence[Any]]]
@@ -51,7 +54,8 @@ async def bootstrap_runner(plan: RolloutPlan) -> Sequence[Any]:
     from bootstrap import Action, HostTarget, Rollout, RolloutOptions
 
     targets = [
-        HostTarget(node_id=node.id, ssh=node.ssh, hub_address=plan.hub_address, token_provider=plan.token)
+        HostTarget(node_id=node.id, ssh=node.ssh, hub_address=plan.hub_address, token_provider=plan.token,
+                   ca_pem=plan.ca_pem)
         for node in plan.nodes
         if node.ssh is not None
     ]

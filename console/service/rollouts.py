@@ -166,6 +166,8 @@ class RolloutHub:
     """Whether the node's agent is connected now (called on the loop)."""
     wheelhouse: Path | None = None
     bundle: Path | None = None
+    ca_pem: bytes | None = None
+    """The hub CA's certificate (PEM) the bootstrap installs for the agent to pin; None: an --insecure hub."""
 
 
 @dataclass
@@ -429,7 +431,7 @@ class RolloutService:
             parallel=record.parallel, canary=record.canary, timeout=record.timeout,
             trust_new_host_keys=record.trust_new_host_keys, known_hosts=self.known_hosts, bundle=bundle,
             token=self._token, verify=self._verify, revoke=self._revoke,
-            on_change=lambda report: self._host_changed(record.id, report),
+            on_change=lambda report: self._host_changed(record.id, report), ca_pem=hub.ca_pem,
         )
 
     async def _bundle(self, active: _Active) -> Any:

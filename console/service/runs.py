@@ -17,7 +17,9 @@ RunPipeline command; so that a hub restart can still dispatch a run its agent
 never acked, they are kept in `run-secrets/<run_id>.yaml` (0600 in a 0700
 directory, no index) from the start until the agent acks the command (or the
 run ends), then deleted. While a run is in progress its secret values are
-also scrubbed from the messages and errors the agent reports.
+also scrubbed from the messages, outputs and errors the agent reports, and
+`secrets_on(node)` hands them to the log service, which scrubs the node's log
+lines with them (the agent redacts them first; this covers an older agent).
 
 Instances follow their run (`console.service.run_instances`). Listeners
 (`subscribe`) hear of every change of a run, progress included, right after
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -299,6 +301,7 @@ class RunService:
                 return self._write(run, run.model_copy(update={"state": RunState.DISPATCHED})) \
                     if run.state == RunState.PENDING else run
             if run.state in (RunState.PENDING, RunState.DISPATCHED, RunState.CANCELLING) and run.started_at is None:
+                error = _scrub(error, self._secrets.get(run_id, ()))
                 return self._end(run, RunState.FAILED, f"the agent refused the run: {error or 'no reason given'}")
             return run
 
@@ -461,14 +464,23 @@ class RunService:
             except Exception:  # a listener's bug must not undo a change already written
                 log.exception("run listener failed for %s", run.id)
 
+    def secrets_on(self, node_id: str) -> list[str]:
+        """The secret values of `node_id`'s runs in progress (longest first), to scrub from its log lines.
+
+        Any thread; cheap when no run with secrets is in progress (the usual case).
+        """
+        if not self._secrets:
+            return []
+        found = {value for run_id, values in list(self._secrets.items())  # a copy: no lock on the agent path
+                 if (run := self.runs.find(run_id)) is not None and run.node_id == node_id for value in values}
+        return sorted(found, key=len, reverse=True)
+
     def _scrubbed(self, event: RunEvent) -> RunEvent:
         values = self._secrets.get(event.run_id)
-        if not values or not event.message:
+        if not values or not (event.message or event.outputs):
             return event
-        message = event.message
-        for value in values:
-            message = message.replace(value, REDACTED)
-        return RunEvent(**{**event.__dict__, "message": message})
+        return RunEvent(**{**event.__dict__, "message": _scrub(event.message, values),
+                           "outputs": _scrub_value(event.outputs, values)})
 
 
 def _resolve(pipeline: Pipeline, given: dict[str, Any], instance_id: str | None) -> dict[str, Any]:
@@ -479,6 +491,25 @@ def _resolve(pipeline: Pipeline, given: dict[str, Any], instance_id: str | None)
         return pipeline.resolve_params(given)
     except PipelineError as exc:
         raise pipeline_invalid(exc, "params") from None
+
+
+def _scrub(text: str, values: Iterable[str]) -> str:
+    """`text` with each secret value replaced by `***`, the longest first (so no part of one is left)."""
+    for value in sorted(values, key=len, reverse=True):
+        if value:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def _scrub_value(value: Any, values: list[str]) -> Any:
+    """A JSON value with every secret replaced in its strings (keys included)."""
+    if isinstance(value, str):
+        return _scrub(value, values)
+    if isinstance(value, dict):
+        return {_scrub(str(k), values): _scrub_value(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v, values) for v in value]
+    return value
 
 
 def _has_value(value: Any) -> bool:

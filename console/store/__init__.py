@@ -5,6 +5,7 @@ Nothing here knows about gRPC, HTTP or Textual; services are the only writers.
 
 from __future__ import annotations
 
+from console.store.api_token import ApiTokenStore
 from console.store.base import YamlStore
 from console.store.credential import CredentialStore
 from console.store.datadir import DataDir, DataDirLocked, Stores
@@ -16,6 +17,7 @@ from console.store.rollout import RolloutStore
 from console.store.run import RunSecretStore, RunStore
 
 __all__ = [
+    "ApiTokenStore",
     "CredentialStore",
     "DataDir",
     "DataDirLocked",

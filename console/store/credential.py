@@ -1,7 +1,10 @@
-"""Agent credentials: one file per node holding the SHA-256 of its token.
+"""Agent credentials: one file per node with its pending join token (an HMAC, never the token) and
+the serials of its current and previous client certificates.
 
-The directory is 0700 and every file 0600 (as every store file is): a hash is
-not a secret that unlocks anything, but nobody else needs to read it.
+The directory is 0700 and every file 0600 (as every store file is): nothing
+here unlocks anything (the HMAC key is elsewhere), but nobody else needs to
+read it. Files from before node certificates (a `sha256` field) still load,
+as "no join token, no certificate".
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
       gamecards/<id>.yaml
       platforms/<id>.yaml
       credentials/<id>.yaml   the SHA-256 of each node agent's token (0600, in a 0700 directory)
+      api_tokens/<id>.yaml    API tokens: name, role and the HMAC of the secret (0600, in a 0700 directory)
+      admin.token             the local admin API token the CLI and console use (0600; written by the hub)
+      audit.log               who changed what (JSON lines, rotated to .1 .. .3)
       runs/<id>.yaml          pipeline runs (secret params redacted)
       run-secrets/<id>.yaml   secret params of runs their agent has not acked yet (0600, in a 0700 directory)
       rollouts/<id>.yaml      agent rollouts over SSH, per host and step
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from console.errors import Unavailable
+from console.store.api_token import ApiTokenStore
 from console.store.base import YamlStore
 from console.store.credential import CredentialStore
 from console.store.gamecard import GameCardStore
@@ -91,11 +95,12 @@ class Stores:
     runs: RunStore
     run_secrets: RunSecretStore
     rollouts: RolloutStore
+    api_tokens: ApiTokenStore
     _all: list[YamlStore[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._all = [self.nodes, self.node_history, self.instances, self.gamecards, self.platforms, self.credentials,
-                     self.runs, self.run_secrets, self.rollouts]
+                     self.runs, self.run_secrets, self.rollouts, self.api_tokens]
 
     @classmethod
     def open(cls, path: Path) -> Stores:
@@ -113,6 +118,7 @@ class Stores:
                 RunStore(root / "runs"),
                 RunSecretStore(root / "run-secrets"),
                 RolloutStore(root / "rollouts"),
+                ApiTokenStore(root / "api_tokens"),
             )
             for store in stores._all:
                 store.load()

@@ -3,6 +3,11 @@
 Create the client anywhere, but `connect()` it inside the running event loop
 (the App's `on_mount`): a grpc.aio channel belongs to the loop it was made in.
 
+A `unix:PATH` target (the embedded hub's socket) is plaintext and needs no
+token. A `HOST:PORT` target is TLS, trusting `ca_pem` (the hub's own CA,
+`DATA_DIR/ca.pem`), unless `insecure` (a hub started with `--insecure`); every
+call then carries `authorization: Bearer TOKEN`.
+
 Answers are plain dicts with the REST API's field names (`console.tui.wire`):
 times are timezone-aware `datetime`s (UTC) or None, states are strings.
 
@@ -94,18 +99,35 @@ def _error(exc: aio.AioRpcError, what: str, target: str) -> HubUnavailableError:
 class HubClient:
     """Async calls and streams of `HubService` over one channel to `target` ("HOST:PORT" or "unix:/path")."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(
+        self, target: str, token: str | None = None, ca_pem: bytes | None = None, insecure: bool = False,
+    ) -> None:
         self.target = target
+        self.ca_pem = ca_pem
+        """The CA a TCP target's certificate must chain to (None: the system's roots)."""
+        self.insecure = insecure
         self._channel: aio.Channel | None = None
         self._stub: Any = None
-        self._metadata = (("x-gamenode-actor", ACTOR),)
+        metadata: tuple[tuple[str, str], ...] = (("x-gamenode-actor", ACTOR),)
+        if token and not self.local:
+            metadata += (("authorization", f"Bearer {token}"),)
+        self._metadata = metadata
+
+    @property
+    def local(self) -> bool:
+        """A unix socket: plaintext, and no token (the socket is the hub user's only)."""
+        return self.target.startswith("unix:")
 
     # --- the channel ---------------------------------------------------------------
 
     async def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
         """Open the channel (in the running loop) and wait until the hub answers; HubUnavailableError if not."""
         if self._channel is None:
-            self._channel = aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            if self.local or self.insecure:
+                self._channel = aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            else:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_pem)
+                self._channel = aio.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
             self._stub = pb_grpc.HubServiceStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)

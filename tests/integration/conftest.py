@@ -34,6 +34,11 @@ _READY = re.compile(r"^gamenode hub: REST API on (http://\S+) .*\bgRPC on (\S+?)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    """REST headers with the hub's local admin API token (`DATA_DIR/admin.token`, written at its first start)."""
+    return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
+
+
 def hub_command(data_dir: Path, listen: str = "127.0.0.1:0", grpc_listen: str = "127.0.0.1:0") -> list[str]:
     return [sys.executable, "-m", "console.cli", "hub", "--data-dir", str(data_dir), "--http-listen", listen,
             "--grpc-listen", grpc_listen]
@@ -73,7 +78,8 @@ class HubProcess:
         return self.proc.pid
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10.0)
+        """A REST client as the hub's local admin (`DATA_DIR/admin.token`)."""
+        return httpx.Client(base_url=self.url, timeout=10.0, headers=admin_headers(self.data_dir))
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

@@ -41,6 +41,12 @@ BACKOFF_CAP_S = 1.0
 """The agents' reconnect backoff cap, so that a restarted hub sees them back within about a second."""
 
 _READY = re.compile(r"^gamenode hub: REST API on (http://\S+) .*\bgRPC on (\S+?), ", re.MULTILINE)
+_AGENTS = re.compile(r"^gamenode hub: .*\bagents on (\S+) ", re.MULTILINE)
+
+
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    """REST headers with the hub's local admin API token (`DATA_DIR/admin.token`, written at its first start)."""
+    return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -130,21 +136,27 @@ class Process:
 
 
 class HubProcess(Process):
-    """`gamenode hub` with the fleet's short intervals; `url` and `grpc_address` once it announced them."""
+    """`gamenode hub` with the fleet's short intervals (plus `args` and `settings`, e.g.
+    GAMENODE_NODE_CERT_DAYS); `url`, `grpc_address` and `agent_address` once it announced them."""
 
-    def __init__(self, data_dir: Path, log_path: Path, grpc_port: int = 0) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, grpc_port: int = 0, args: Sequence[str] = (),
+                 **settings: str) -> None:
         command = [
             sys.executable, "-m", "console.cli", "hub", "--data-dir", str(data_dir),
-            "--http-listen", "127.0.0.1:0", "--grpc-listen", f"127.0.0.1:{grpc_port}",
+            "--http-listen", "127.0.0.1:0", "--grpc-listen", f"127.0.0.1:{grpc_port}", *args,
         ]
         env = clean_env(
             GAMENODE_HEARTBEAT_INTERVAL=str(HEARTBEAT_S),
             GAMENODE_METRICS_INTERVAL=str(HEARTBEAT_S),
             GAMENODE_LOG_LEVEL="INFO",
+            **settings,
         )
         super().__init__(log_path.stem, command, env, log_path)
         self.data_dir = data_dir
         self.url, self.grpc_address = wait_for(f"{self.name} to announce its addresses", self._ready, self.describe)
+        agents = _AGENTS.search(self.output())
+        self.agent_address = agents.group(1) if agents else ""
+        """Where agents stream (`agents on ADDR (mTLS|plaintext)` of the ready line)."""
 
     def _ready(self) -> tuple[str, str] | None:
         found = _READY.search(self.output())
@@ -156,21 +168,28 @@ class HubProcess(Process):
 
 
 class AgentProcess(Process):
-    """`python -m agent` for one node, its token in a 0600 file, its own state dir."""
+    """`python -m agent` for one node, its join token in a 0600 file, its own state dir (and identity).
 
-    def __init__(self, hub: str, node_id: str, token: str, root: Path, once: bool = False,
-                 name: str | None = None, home: Path | None = None) -> None:
+    `ca`: the hub CA to pin (`--ca`); `insecure`: `--insecure`. `token` None: start without `--token` (a
+    node that holds its certificate already)."""
+
+    def __init__(self, hub: str, node_id: str, token: str | None, root: Path, once: bool = False,
+                 name: str | None = None, home: Path | None = None, ca: Path | None = None,
+                 insecure: bool = False, extra: Sequence[str] = ()) -> None:
         name = name or f"agent-{node_id}"
         home = home or root / name
         home.mkdir(parents=True, exist_ok=True)
         self.token_file = home / "token"
-        self.token_file.write_text(token + "\n")
-        self.token_file.chmod(0o600)
         self.state_dir = home / "state"
-        command = [
-            sys.executable, "-m", "agent", "--hub", hub, "--node-id", node_id,
-            "--token", f"@{self.token_file}", "--state-dir", str(self.state_dir),
-        ]
+        command = [sys.executable, "-m", "agent", "--hub", hub, "--node-id", node_id, "--state-dir",
+                   str(self.state_dir)]
+        if token is not None:
+            self.token_file.write_text(token + "\n")
+            self.token_file.chmod(0o600)
+            command += ["--token", f"@{self.token_file}"]
+        command += ["--ca", str(ca)] if ca is not None else []
+        command += ["--insecure"] if insecure else []
+        command += list(extra)
         if once:
             command.append("--once")
         super().__init__(name, command, clean_env(GAMENODE_AGENT_BACKOFF_CAP=str(BACKOFF_CAP_S)),
@@ -201,11 +220,11 @@ class Fleet:
         if self._client is None or str(self._client.base_url).rstrip("/") != self.hub.url:
             if self._client is not None:
                 self._client.close()
-            self._client = httpx.Client(base_url=self.hub.url, timeout=15.0)
+            self._client = httpx.Client(base_url=self.hub.url, timeout=15.0, headers=admin_headers(self.data_dir))
         return self._client
 
-    def start_hub(self, grpc_port: int = 0) -> HubProcess:
-        hub = HubProcess(self.data_dir, self.root / f"hub-{len(self.hubs)}.log", grpc_port)
+    def start_hub(self, grpc_port: int = 0, args: Sequence[str] = (), **settings: str) -> HubProcess:
+        hub = HubProcess(self.data_dir, self.root / f"hub-{len(self.hubs)}.log", grpc_port, args, **settings)
         self.hubs.append(hub)
         return hub
 
@@ -225,11 +244,15 @@ class Fleet:
         assert token
         return token
 
-    def start_agent(self, node_id: str, token: str, once: bool = False, name: str | None = None,
-                    hub: str | None = None, home: Path | None = None) -> AgentProcess:
-        """A new agent process; `home` (an earlier agent's token file and state dir) to restart that agent."""
+    def start_agent(self, node_id: str, token: str | None, once: bool = False, name: str | None = None,
+                    hub: str | None = None, home: Path | None = None, ca: Path | None = None,
+                    pin_ca: bool = True, insecure: bool = False, extra: Sequence[str] = ()) -> AgentProcess:
+        """A new agent process with `--ca` the hub's CA (or `ca`; none without `pin_ca` or with `insecure`);
+        `home` (an earlier agent's token file and state dir) to restart that agent; `token` None to start it
+        without one."""
+        ca = (ca or self.data_dir / "ca.pem") if pin_ca and not insecure else None
         agent = AgentProcess(hub or self.hub.grpc_address, node_id, token, self.root, once=once, name=name,
-                             home=home)
+                             home=home, ca=ca, insecure=insecure, extra=extra)
         self.agents.append(agent)
         return agent
 

@@ -41,7 +41,8 @@ def test_demo_brings_three_local_agents_online_and_stops_them_on_ctrl_c(tmp_path
         assert url, "the demo never printed its REST address"
         agents = [p for p in psutil.Process(proc.pid).children() if "agent" in p.cmdline()]
         assert len(agents) == len(DEMO_AGENT_NODES)
-        with httpx.Client(base_url=url, timeout=10) as api:
+        token = (tmp_path / "demo" / "admin.token").read_text().strip()
+        with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as api:
             assert len(api.get("/api/v1/nodes").json()) == 6  # the seeded fleet
             deadline = time.monotonic() + 60
             while _online(api) != set(DEMO_AGENT_NODES) and time.monotonic() < deadline:

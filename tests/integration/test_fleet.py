@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import psutil
 import pytest
 import yaml
-from fleet_helpers import WAIT, Fleet, free_port
+from fleet_helpers import WAIT, Fleet, admin_headers, free_port
 from grpc import aio
 
 from proto import gamenode_pb2 as pb
@@ -120,9 +121,12 @@ def test_three_agents_bring_their_nodes_online_with_inventory_and_metrics(fleet:
 
 async def test_watch_nodes_gives_the_fleet_then_a_status_change(fleet: Fleet) -> None:
     start_fleet(fleet)
-    async with aio.insecure_channel(fleet.hub.grpc_address) as channel, \
-            httpx.AsyncClient(base_url=fleet.hub.url, timeout=WAIT) as api:
-        watch = pb_grpc.HubServiceStub(channel).WatchNodes(pb.WatchNodesRequest())
+    ca = grpc.ssl_channel_credentials((fleet.data_dir / "ca.pem").read_bytes())  # as a console dials it
+    headers = admin_headers(fleet.data_dir)
+    async with aio.secure_channel(fleet.hub.grpc_address, ca) as channel, \
+            httpx.AsyncClient(base_url=fleet.hub.url, timeout=WAIT, headers=headers) as api:
+        metadata = (("authorization", headers["Authorization"]),)
+        watch = pb_grpc.HubServiceStub(channel).WatchNodes(pb.WatchNodesRequest(), metadata=metadata)
 
         snapshot: dict[str, pb.Node] = {}
         while True:
@@ -159,7 +163,7 @@ async def test_watch_nodes_gives_the_fleet_then_a_status_change(fleet: Fleet) ->
 
     change = last_change(fleet, "fleet-b")
     assert (change["from_status"], change["to_status"], change["by"], change["reason"]) == \
-        ("online", "maintenance", "fleet-test", "disk swap")
+        ("online", "maintenance", "admin (local)", "disk swap")  # the token's name, not the header's
 
 
 # --- 2. ping through a real agent --------------------------------------------------------
@@ -254,22 +258,22 @@ def test_agents_come_back_by_themselves_after_the_hub_is_killed_and_restarted(fl
 def test_a_wrong_token_is_refused_and_the_node_never_comes_online(fleet: Fleet) -> None:
     fleet.start_hub()
     fleet.add_node("fleet-a")
-    wrong = "not-the-token-0123456789"
+    wrong = "0123456789ab.not-the-token-0123456789"
 
     burst = fleet.start_agent("fleet-a", wrong, once=True, name="agent-once")
     assert burst.wait(WAIT) == 1, burst.describe()
-    assert "gamenode agent: error: hub refused the credential for node fleet-a" in burst.output(), \
-        burst.describe()
-    assert "refused agent stream for node 'fleet-a'" in fleet.hub.output(), fleet.logs()
+    assert "gamenode agent: error: hub refused the join token for node fleet-a: invalid or expired join token " \
+           "for node fleet-a" in burst.output(), burst.describe()
+    assert "refused join of node 'fleet-a'" in fleet.hub.output(), fleet.logs()
 
     daemon = fleet.start_agent("fleet-a", wrong)  # keeps retrying: an operator may fix the token
     fleet.wait("the agent refused twice, and retrying",
-               lambda: daemon.output().count("invalid credential for node fleet-a; retrying") >= 2)
+               lambda: daemon.output().count("invalid or expired join token for node fleet-a; retrying") >= 2)
     assert daemon.running, daemon.describe()
     node = fleet.node("fleet-a")
     assert not node["online"] and node["status"] == "offline" and not node["hardware"], node
     assert [c["to_status"] for c in fleet.history("fleet-a")] == ["offline"]  # created, nothing since
-    assert "invalid credential" in fleet.hub.output()
+    assert "invalid or expired join token" in fleet.hub.output()
     assert wrong not in fleet.hub.output()  # the hub never logs a token
     assert daemon.terminate() == 0, daemon.describe()
 
@@ -285,11 +289,13 @@ def test_rotating_a_token_cuts_off_the_agent_that_holds_the_old_one(fleet: Fleet
     assert change["to_status"] == "offline" and change["by"] == "hub", change
     assert "rotated" in change["reason"], change
     old = agents["fleet-a"]
-    assert "the credential for node fleet-a was rotated" in old.output(), old.describe()
-    fleet.wait("the old agent refused on reconnect",  # the old token no longer works
-               lambda: "invalid credential for node fleet-a; retrying" in old.output())
+    assert "hub refused node fleet-a's certificate: the credential for node fleet-a was rotated" in old.output(), \
+        old.describe()
+    fleet.wait("the old agent refused on reconnect",  # its certificate no longer works, its token was used
+               lambda: old.output().count("hub refused node fleet-a's certificate") >= 2)
+    assert "give the agent a new join token (the one it has was used already)" in old.output(), old.describe()
     assert not fleet.node("fleet-a")["online"]
-    assert old.running, old.describe()  # still retrying with the old token, in vain
+    assert old.running, old.describe()  # still retrying with its old certificate, in vain
     assert fleet.ping("fleet-b").status_code == 200  # the other node is untouched
     assert fleet.node("fleet-b")["online"]
 

@@ -62,6 +62,10 @@ EXPECTED_ROUTES = {
     "/api/v1/rollouts/{rollout_id}/cancel": {"post"},
     "/api/v1/nodes/{node_id}/ssh/host-key": {"get"},
     "/api/v1/nodes/{node_id}/ssh/trust": {"post"},
+    "/api/v1/tokens": {"get", "post"},
+    "/api/v1/tokens/{token_id}": {"delete"},
+    "/api/v1/audit": {"get"},
+    "/metrics": {"get"},
     "/healthz": {"get"},
 }
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 
 from console.errors import Conflict, TimedOut, Unavailable
 from console.hub.api.deps import Live, Registry, Svc
+from console.hub.auth import ADMIN, OPERATOR
 from console.hub.convert import sample_to_dict, timestamp
 from console.hub.schemas import AgentToken, MetricsHistory, PingAnswer
 from console.models import utcnow
@@ -22,16 +23,20 @@ PING_TIMEOUT = 10.0
 """Seconds an agent has to ack a ping."""
 
 
-@router.post("/{node_id}/token", status_code=201, summary="Issue (or rotate) the node agent's credential")
+@router.post(
+    "/{node_id}/token", dependencies=[ADMIN], status_code=201, summary="Issue (or rotate) the node agent's credential")
 def issue_token(svc: Svc, node_id: str) -> AgentToken:
-    """The token is in this answer only; the hub keeps its SHA-256. Issuing again revokes the old
-    token, and an agent connected with it is disconnected."""
-    return AgentToken(node_id=node_id, token=svc.credentials.issue(node_id))
+    """A single-use join token `ID.SECRET`, valid until `expires_at`: the agent exchanges it (with a CSR)
+    for its client certificate. The token is in this answer only; the hub keeps an HMAC of it. Issuing
+    revokes the node's certificate and any earlier token: a connected agent is disconnected at once."""
+    issued = svc.credentials.issue_join_token(node_id)
+    return AgentToken(node_id=node_id, token=issued.token, expires_at=issued.expires_at)
 
 
-@router.delete("/{node_id}/token", status_code=204, summary="Revoke the node agent's credential")
+@router.delete("/{node_id}/token", dependencies=[ADMIN], status_code=204, summary="Revoke the node agent's credential")
 def revoke_token(svc: Svc, node_id: str) -> None:
-    """The agent, if connected, is disconnected and refused until a new token is issued."""
+    """The node's join token and certificates are forgotten: its agent, if connected, is disconnected
+    at once and refused until it joins again with a new token."""
     svc.credentials.revoke(node_id)
 
 
@@ -46,7 +51,7 @@ async def node_metrics(
     return MetricsHistory(node_id=node_id, samples=[sample_to_dict(s) for s in samples])
 
 
-@router.post("/{node_id}/ping", summary="Ping the node's agent over its stream")
+@router.post("/{node_id}/ping", dependencies=[OPERATOR], summary="Ping the node's agent over its stream")
 async def ping(svc: Svc, registry: Registry, node_id: str) -> PingAnswer:
     """409 when the agent is not connected, 504 when it does not answer within 10 s."""
     svc.nodes.get_node(node_id)

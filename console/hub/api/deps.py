@@ -7,6 +7,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Request, Response
 
 from console.errors import Unavailable
+from console.hub.auth import principal_of
 from console.hub.live import LiveState
 from console.hub.sessions import SessionRegistry
 from console.service import Page, Services
@@ -33,8 +34,12 @@ def _registry(request: Request) -> SessionRegistry:
     return registry
 
 
-def _actor(x_gamenode_actor: Annotated[str | None, Header()] = None) -> str:
-    """Who made the change, for node status history (API tokens name it later)."""
+def _actor(request: Request, x_gamenode_actor: Annotated[str | None, Header()] = None) -> str:
+    """Who made the change, for node status history and runs: the API token's name; on an app without
+    tokens (in-process tests) the `X-Gamenode-Actor` header, else "api"."""
+    principal = principal_of(request)
+    if principal is not None and principal.token_id is not None:
+        return principal.name[:64]
     return (x_gamenode_actor or "api")[:64]
 
 

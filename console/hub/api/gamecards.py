@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from console.errors import NotFound
 from console.hub.api.deps import Svc, page_answer
+from console.hub.auth import ADMIN
 from console.hub.schemas import DefaultVersionBody, VersionStatusBody
 from console.models import GameCard, GameVersion
 from console.service import GameCardQuery
@@ -23,7 +24,7 @@ def list_cards(svc: Svc, response: Response, query: Annotated[GameCardQuery, Que
     return page_answer(svc.gamecards.list_cards(query), response)
 
 
-@router.post("", status_code=201, summary="Create a game card")
+@router.post("", dependencies=[ADMIN], status_code=201, summary="Create a game card")
 def create_card(svc: Svc, body: JsonObject) -> GameCard:
     return svc.gamecards.create_card(body)
 
@@ -33,12 +34,12 @@ def get_card(svc: Svc, card_id: str) -> GameCard:
     return svc.gamecards.get_card(card_id)
 
 
-@router.put("/{card_id}", summary="Update a game card")
+@router.put("/{card_id}", dependencies=[ADMIN], summary="Update a game card")
 def update_card(svc: Svc, card_id: str, body: JsonObject) -> GameCard:
     return svc.gamecards.update_card(card_id, body)
 
 
-@router.delete("/{card_id}", status_code=204, summary="Delete a game card")
+@router.delete("/{card_id}", dependencies=[ADMIN], status_code=204, summary="Delete a game card")
 def delete_card(svc: Svc, card_id: str) -> None:
     svc.gamecards.delete_card(card_id)
 
@@ -48,17 +49,17 @@ def list_versions(svc: Svc, card_id: str) -> list[GameVersion]:
     return sorted_versions(svc.gamecards.get_card(card_id))
 
 
-@router.post("/{card_id}/versions", status_code=201, summary="Add a version")
+@router.post("/{card_id}/versions", dependencies=[ADMIN], status_code=201, summary="Add a version")
 def add_version(svc: Svc, card_id: str, body: JsonObject) -> GameCard:
     return svc.gamecards.add_version(card_id, body)
 
 
-@router.put("/{card_id}/versions/{version}/status", summary="Deprecate or re-activate a version")
+@router.put("/{card_id}/versions/{version}/status", dependencies=[ADMIN], summary="Deprecate or re-activate a version")
 def set_version_status(svc: Svc, card_id: str, version: str, body: VersionStatusBody) -> GameCard:
     return svc.gamecards.set_version_status(card_id, version, body.status)
 
 
-@router.delete("/{card_id}/versions/{version}", summary="Remove a version")
+@router.delete("/{card_id}/versions/{version}", dependencies=[ADMIN], summary="Remove a version")
 def remove_version(svc: Svc, card_id: str, version: str) -> GameCard:
     return svc.gamecards.remove_version(card_id, version)
 
@@ -71,6 +72,6 @@ def get_default_version(svc: Svc, card_id: str) -> GameVersion:
     return version
 
 
-@router.put("/{card_id}/default-version", summary="Choose the default version")
+@router.put("/{card_id}/default-version", dependencies=[ADMIN], summary="Choose the default version")
 def set_default_version(svc: Svc, card_id: str, body: DefaultVersionBody) -> GameCard:
     return svc.gamecards.set_default_version(card_id, body.version)

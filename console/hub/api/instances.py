@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from console.hub.api.deps import Actor, Svc, page_answer
+from console.hub.auth import OPERATOR
 from console.hub.containers import RegistryContainers
 from console.hub.schemas import InstanceStateBody, InstanceUpdate
 from console.hub.sessions import SessionRegistry
@@ -51,14 +52,17 @@ def list_instances(svc: Svc, response: Response, query: Annotated[InstanceQuery,
     return page_answer(svc.instances.list_instances(query), response)
 
 
-@router.post("", status_code=201, summary="Launch a game: place it, reserve its resources, start it")
+@router.post(
+    "", dependencies=[OPERATOR], status_code=201, summary="Launch a game: place it, reserve its resources, start it")
 def launch_instance(launcher: Launcher, actor: Actor, body: LaunchRequest) -> Launched:
     """The instance (pending) and the id of the run that starts it. 409 when no node fits, with the
     reason each node was rejected (in the message and in `details`, path = node id)."""
     return launcher.launch(body, created_by=actor)
 
 
-@router.post("/register", status_code=201, summary="Record an instance on a node without running anything")
+@router.post(
+    "/register", dependencies=[OPERATOR], status_code=201,
+    summary="Record an instance on a node without running anything")
 def register_instance(svc: Svc, body: InstanceSpec) -> Instance:
     """Reserves its resources. 409 when the node is in maintenance, lacks a platform's labels or has
     not enough room."""
@@ -70,17 +74,18 @@ def get_instance(svc: Svc, instance_id: str) -> Instance:
     return svc.instances.get_instance(instance_id)
 
 
-@router.put("/{instance_id}", summary="Update an instance's container, ports, run or params")
+@router.put("/{instance_id}", dependencies=[OPERATOR], summary="Update an instance's container, ports, run or params")
 def update_instance(svc: Svc, instance_id: str, body: InstanceUpdate) -> Instance:
     return svc.instances.update_instance(instance_id, body.model_dump(exclude_unset=True))
 
 
-@router.put("/{instance_id}/state", summary="Move an instance to another state")
+@router.put("/{instance_id}/state", dependencies=[OPERATOR], summary="Move an instance to another state")
 def set_instance_state(svc: Svc, instance_id: str, body: InstanceStateBody) -> Instance:
     return svc.instances.transition(instance_id, body.state, body.error, body.container_id)
 
 
-@router.post("/{instance_id}/actions", summary="Stop, restart or remove the instance's container")
+@router.post(
+    "/{instance_id}/actions", dependencies=[OPERATOR], summary="Stop, restart or remove the instance's container")
 async def instance_action(launcher: Launcher, instance_id: str, body: ActionBody) -> Instance:
     """Through the node's agent: 409 when it is offline or refuses (with its reason), 504 when it
     does not answer in time. Stop and remove leave the instance stopped and its resources released."""
@@ -88,7 +93,7 @@ async def instance_action(launcher: Launcher, instance_id: str, body: ActionBody
 
 
 @router.delete(
-    "/{instance_id}", status_code=202, response_model=Stopped,
+    "/{instance_id}", dependencies=[OPERATOR], status_code=202, response_model=Stopped,
     responses={200: {"description": "Stopped with force: released without the node"},
                204: {"description": "The instance was stopped or failed already: its record is deleted"}},
     summary="Stop an instance (its platform's stop pipeline) and release its resources",

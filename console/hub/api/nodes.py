@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from console.hub.api.deps import Actor, Live, Svc, page_answer
+from console.hub.auth import ADMIN, OPERATOR
 from console.hub.schemas import LabelsPatch, NodeBody, NodeResources, NodeStatusBody, NodeUpdate
 from console.models import GameNode, Instance, StatusChange
 from console.service import InstanceQuery, NodeQuery, node_capacity
@@ -27,7 +28,7 @@ def list_nodes(
     return [live.overlay(n) for n in page_answer(svc.nodes.list_nodes(query), response)]
 
 
-@router.post("", status_code=201, summary="Create a node")
+@router.post("", dependencies=[ADMIN], status_code=201, summary="Create a node")
 def create_node(svc: Svc, live: Live, body: NodeBody, actor: Actor) -> GameNode:
     return live.overlay(svc.nodes.create_node(body.model_dump(exclude_unset=True), actor))
 
@@ -37,18 +38,18 @@ def get_node(svc: Svc, live: Live, node_id: str) -> GameNode:
     return live.overlay(svc.nodes.get_node(node_id))
 
 
-@router.put("/{node_id}", summary="Update a node")
+@router.put("/{node_id}", dependencies=[ADMIN], summary="Update a node")
 def update_node(svc: Svc, live: Live, node_id: str, body: NodeUpdate, actor: Actor) -> GameNode:
     return live.overlay(svc.nodes.update_node(node_id, body.model_dump(exclude_unset=True), actor))
 
 
-@router.delete("/{node_id}", status_code=204, summary="Delete a node")
+@router.delete("/{node_id}", dependencies=[ADMIN], status_code=204, summary="Delete a node")
 def delete_node(svc: Svc, node_id: str) -> None:
     """Refused (409) while the node has live instances."""
     svc.nodes.delete_node(node_id)
 
 
-@router.put("/{node_id}/status", summary="Update a node's status")
+@router.put("/{node_id}/status", dependencies=[OPERATOR], summary="Update a node's status")
 def update_node_status(svc: Svc, live: Live, node_id: str, body: NodeStatusBody, actor: Actor) -> GameNode:
     """Follows the status state machine (409 for an illegal change); maintenance needs a reason."""
     return live.overlay(svc.nodes.update_node_status(node_id, body.status, body.reason, actor))
@@ -59,7 +60,7 @@ def node_history(svc: Svc, node_id: str) -> list[StatusChange]:
     return svc.nodes.status_history(node_id)
 
 
-@router.patch("/{node_id}/labels", summary="Add, change or remove labels")
+@router.patch("/{node_id}/labels", dependencies=[ADMIN], summary="Add, change or remove labels")
 def patch_labels(svc: Svc, live: Live, node_id: str, body: LabelsPatch) -> GameNode:
     return live.overlay(svc.nodes.update_labels(node_id, body.set, body.remove))
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict
 
 from console.hub.api.deps import Actor, Svc, page_answer
+from console.hub.auth import ADMIN
 from console.models import RolloutRecord
 from console.service import RolloutQuery, RolloutRequest
 from console.service.rollouts import HostKeyInfo
@@ -41,7 +42,7 @@ class HostKeyAnswer(BaseModel):
                    verdict=info.verdict)
 
 
-@router.post("/rollouts", status_code=202, summary="Start an agent rollout over SSH")
+@router.post("/rollouts", dependencies=[ADMIN], status_code=202, summary="Start an agent rollout over SSH")
 def start_rollout(svc: Svc, actor: Actor, body: RolloutRequest) -> RolloutRecord:
     """Exactly one of `nodes`, `selector`, `all_without_agent`. 422 naming each node that is unknown or
     has no `ssh`, or when none is selected; 409 for nodes in another rollout. The rollout runs on the
@@ -59,20 +60,20 @@ def get_rollout(svc: Svc, rollout_id: str) -> RolloutRecord:
     return svc.rollouts.get(rollout_id)
 
 
-@router.post("/rollouts/{rollout_id}/cancel", summary="Cancel a rollout")
+@router.post("/rollouts/{rollout_id}/cancel", dependencies=[ADMIN], summary="Cancel a rollout")
 def cancel_rollout(svc: Svc, rollout_id: str) -> RolloutRecord:
     """Every host finishes or undoes its current step (on the old version or the new, never half-way);
     hosts not started are left alone. 409 for a rollout that has finished."""
     return svc.rollouts.cancel(rollout_id)
 
 
-@router.get("/nodes/{node_id}/ssh/host-key", summary="The SSH host key a node presents now")
+@router.get("/nodes/{node_id}/ssh/host-key", dependencies=[ADMIN], summary="The SSH host key a node presents now")
 async def host_key(svc: Svc, node_id: str) -> HostKeyAnswer:
     """Its fingerprint and whether the hub's known_hosts knows it; 503 when sshd cannot be reached."""
     return HostKeyAnswer.of(await svc.rollouts.fingerprint(node_id))
 
 
-@router.post("/nodes/{node_id}/ssh/trust", summary="Trust the SSH host key a node presents now")
+@router.post("/nodes/{node_id}/ssh/trust", dependencies=[ADMIN], summary="Trust the SSH host key a node presents now")
 async def trust_host_key(svc: Svc, node_id: str, body: TrustBody | None = None) -> HostKeyAnswer:
     """Adds it to the hub's known_hosts. 409 when the key is not the `fingerprint` given, or it
     replaces a known one without `replace`."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from console.hub.api.deps import Actor, Svc, page_answer
+from console.hub.auth import OPERATOR
 from console.models import PipelineRun, Resources
 from console.service import RunQuery, RunRequest
 
@@ -37,7 +38,8 @@ class CancelBody(BaseModel):
     reason: str = ""
 
 
-@router.post("/nodes/{node_id}/pipelines", status_code=201, summary="Start a pipeline run on a node")
+@router.post(
+    "/nodes/{node_id}/pipelines", dependencies=[OPERATOR], status_code=201, summary="Start a pipeline run on a node")
 def start_run(svc: Svc, actor: Actor, node_id: str, body: StartRunBody) -> PipelineRun:
     """422 with each mistake's field path and YAML line for an invalid pipeline or params; 404 for an
     unknown node or instance; 409 when the node is offline or in maintenance (with its reason), or a
@@ -56,7 +58,8 @@ def get_run(svc: Svc, run_id: str) -> PipelineRun:
     return svc.runs.get_run(run_id)
 
 
-@router.post("/runs/{run_id}/cancel", summary="Cancel a run (its cleanup steps run on the node)")
+@router.post(
+    "/runs/{run_id}/cancel", dependencies=[OPERATOR], summary="Cancel a run (its cleanup steps run on the node)")
 def cancel_run(svc: Svc, actor: Actor, run_id: str, body: CancelBody | None = None) -> PipelineRun:
     """The run is `cancelling` until the agent reports it cancelled (or finished first). 409 for a
     run that has finished."""

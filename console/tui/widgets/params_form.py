@@ -119,7 +119,7 @@ class ParamsForm(VerticalScroll):
             try:
                 value = self._value(name, spec)
             except ValueError as exc:
-                self._show_error(name, str(exc))
+                self._show_error(name, spec.refusal(exc))  # a secret's value is never quoted on screen
                 ok = False
                 continue
             self._show_error(name, "")

@@ -8,6 +8,8 @@ with `installed(...)`, so each also runs alone (`-k upgrade`).
 
 Every agent runs from its host's prefix under tmp (supervised by `PREFIX/bin/gamenode-supervise`); the
 module's teardown kills them (the pids under `PREFIX/run/`, and any process running from the prefix).
+The rollout delivers the hub's CA (`PREFIX/etc/ca.pem`) and a join token; each agent makes its key on the
+host, joins, and streams over mTLS.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fleet_helpers import REPO_ROOT, Process, clean_env, free_port, wait_for
+from fleet_helpers import REPO_ROOT, Process, admin_headers, clean_env, free_port, wait_for
 from testbed.sshd import (
     AgentBuild,
     AgentBuilds,
@@ -38,6 +40,8 @@ from testbed.sshd import (
     prefix_pids,
 )
 
+from console.service.ca import HubCA
+
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.timeout(240)]
 
 HEARTBEAT_S = 1.0
@@ -47,6 +51,7 @@ CRASH_VERIFY_TIMEOUT = 8.0
 """The rollout's verify timeout for the crashing build: how long its agent has to come online."""
 HOSTS = ("n0", "n1", "n2")
 _READY = re.compile(r"^gamenode hub: REST API on (http://\S+) .*\bgRPC on (\S+?), ", re.MULTILINE)
+_AGENTS = re.compile(r"^gamenode hub: .*\bagents on (\S+) \(mTLS\)", re.MULTILINE)
 
 
 # --- the hub and the hosts --------------------------------------------------------------
@@ -56,6 +61,7 @@ class Hub(Process):
     """`gamenode hub` with a rollout bundle, short heartbeats, and known_hosts seeded with `trusted` hosts."""
 
     def __init__(self, root: Path, bundle: Path, trusted: list[SshHost]) -> None:
+        """A TLS hub: its agents stream over mTLS on its agent port."""
         data_dir = root / "data"
         data_dir.mkdir(parents=True)
         (data_dir / "known_hosts").write_text(known_hosts_for(trusted))
@@ -66,6 +72,9 @@ class Hub(Process):
         super().__init__("hub", command, env, root / "hub.log")
         self.data_dir = data_dir
         self.url, self.grpc_address = wait_for("the hub to announce its addresses", self._ready, self.describe)
+        agents = _AGENTS.search(self.output())
+        assert agents, self.describe()
+        self.agent_address = agents.group(1)
 
     def _ready(self) -> tuple[str, str] | None:
         found = _READY.search(self.output())
@@ -178,7 +187,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, sshd_hosts: Callable[[int], l
          ssh_client_key: ClientKey, agent_builds: AgentBuilds) -> Iterator[Site]:
     hosts = dict(zip(HOSTS, sshd_hosts(len(HOSTS)), strict=True))
     hub = Hub(tmp_path_factory.mktemp("rollout-hub"), agent_builds.current.bundle.archive, list(hosts.values()))
-    api = httpx.Client(base_url=hub.url, timeout=30.0)
+    api = httpx.Client(base_url=hub.url, timeout=30.0, headers=admin_headers(hub.data_dir))
     found = Site(hub=hub, api=api, hosts=hosts, builds=agent_builds, key=ssh_client_key)
     try:
         for node_id, host in hosts.items():
@@ -223,9 +232,24 @@ def test_fresh_install_brings_every_host_online(site: Site) -> None:
         site.wait_agent(node_id, version)
         prefix = site.hosts[node_id].prefix
         assert current_version(site.hosts[node_id]) == version
-        for secret in ("etc/token", "etc/agent.env"):
+        for secret in ("etc/token", "etc/agent.env", "state/identity/key.pem"):
             assert stat.S_IMODE((prefix / secret).stat().st_mode) == 0o600, secret
+        assert (prefix / "etc" / "ca.pem").read_bytes() == (site.hub.data_dir / "ca.pem").read_bytes()
+        assert stat.S_IMODE((prefix / "etc" / "ca.pem").stat().st_mode) == 0o644
         assert all(alive(pid) for pid in prefix_pids(prefix))
+        enrolled_over_mtls(site, node_id)
+
+
+def enrolled_over_mtls(site: Site, node_id: str) -> None:
+    """The node's agent joined (its certificate, from the hub's CA, on the host) and streams on the mTLS port."""
+    prefix = site.hosts[node_id].prefix
+    cert = prefix / "state" / "identity" / "cert.pem"
+    assert cert.is_file(), site.logs()
+    _, named = HubCA.load_or_create(site.hub.data_dir).check_node(cert.read_bytes())
+    assert named == node_id
+    log = (prefix / "log" / "agent.log").read_text(errors="replace")
+    assert "joined the hub: node certificate serial" in log, log[-3000:]
+    assert f"on {site.hub.agent_address}," in log, log[-3000:]
 
 
 def test_second_run_through_the_cli_changes_nothing(site: Site) -> None:
@@ -233,7 +257,8 @@ def test_second_run_through_the_cli_changes_nothing(site: Site) -> None:
     pids = {node_id: agent_pid(site.hosts[node_id]) for node_id in HOSTS}
 
     done = subprocess.run(
-        [sys.executable, "-m", "console.cli", "rollout", "--nodes", ",".join(HOSTS), "--hub", site.hub.url],
+        [sys.executable, "-m", "console.cli", "rollout", "--nodes", ",".join(HOSTS), "--hub", site.hub.url,
+         "--data-dir", str(site.hub.data_dir)],
         cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=ROLLOUT_WAIT)
 
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{site.logs()}"
@@ -357,19 +382,20 @@ def test_uninstall_leaves_nothing_behind_and_revokes_the_credential(site: Site, 
     assert "agent" not in (site.node("n3").get("hardware") or {})
     refused = old_token_refused(site, token, tmp_path)
     assert refused.returncode != 0, refused.stdout
-    assert "refused the credential" in refused.stderr, refused.stderr
+    assert "hub refused the join token for node n3" in refused.stderr, refused.stderr
     site.installed_version.pop("n3")
 
 
 def old_token_refused(site: Site, token: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m agent --once` with the uninstalled node's token."""
+    """`python -m agent --once` with the uninstalled node's (used, then revoked) join token and a new key."""
     token_file = tmp_path / "token"
     token_file.write_text(token)
     token_file.chmod(0o600)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "agent", "--once", "--hub", site.hub.grpc_address, "--node-id", "n3",
-         "--token", f"@{token_file}", "--state-dir", str(tmp_path / "state")],
+         "--token", f"@{token_file}", "--state-dir", str(tmp_path / "state"),
+         "--ca", str(site.hub.data_dir / "ca.pem")],
         cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     print(f"agent --once with the revoked token: exit {done.returncode} after {time.monotonic() - started:.1f}s")
     print(done.stdout, done.stderr)

@@ -1,4 +1,5 @@
-"""The console against a real hub process and two real agents (Pilot, over the hub's gRPC)."""
+"""The console against a real hub process and two real agents (Pilot, over the hub's gRPC: TLS with its CA
+pinned, as the local admin)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,18 @@ async def until(pilot: Pilot[Any], what: str, check: Callable[[], bool], timeout
         await pilot.pause(0.1)
 
 
+def client_of(fleet: Fleet) -> HubClient:
+    """The console's client of the fleet's hub over TCP: TLS pinned to DATA_DIR/ca.pem, DATA_DIR/admin.token."""
+    return HubClient(fleet.hub.grpc_address, token=(fleet.data_dir / "admin.token").read_text().strip(),
+                     ca_pem=(fleet.data_dir / "ca.pem").read_bytes())
+
+
 def cell(screen: FleetScreen, node_id: str, column: str) -> str:
     return str(getattr(screen.table.get_cell(node_id, column), "plain", screen.table.get_cell(node_id, column)))
 
 
 async def test_the_fleet_screen_shows_both_nodes_online_with_metrics(fleet: Fleet) -> None:
-    app = GamenodeApp(lambda: HubClient(fleet.hub.grpc_address), target=fleet.hub.grpc_address)
+    app = GamenodeApp(lambda: client_of(fleet), target=fleet.hub.grpc_address)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         assert isinstance(screen, FleetScreen)
@@ -66,7 +73,7 @@ async def test_the_fleet_screen_shows_both_nodes_online_with_metrics(fleet: Flee
 
 
 async def test_maintenance_from_the_node_screen_reaches_the_hub(fleet: Fleet) -> None:
-    app = GamenodeApp(lambda: HubClient(fleet.hub.grpc_address))
+    app = GamenodeApp(lambda: client_of(fleet))
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         assert isinstance(screen, FleetScreen)
@@ -84,6 +91,6 @@ async def test_maintenance_from_the_node_screen_reaches_the_hub(fleet: Fleet) ->
         node = await asyncio.to_thread(fleet.node, "tui-b")
         assert node["status"] == "maintenance"
         history = await asyncio.to_thread(fleet.history, "tui-b")
-        assert history[-1]["reason"] == "swap disk" and history[-1]["by"] == "console"
+        assert history[-1]["reason"] == "swap disk" and history[-1]["by"] == "admin (local)"  # the token's name
         await pilot.press("escape")
         await until(pilot, "the fleet screen to show it", lambda: cell(screen, "tui-b", "status") == "maintenance")

@@ -86,7 +86,7 @@ def _free_port() -> int:
 
 def _session(state_dir: Path, actions: Actions) -> AgentSession:
     settings = AgentSettings(hub=f"127.0.0.1:{_free_port()}", node_id="n1", token="t", state_dir=state_dir,
-                             backoff_base=0.05, backoff_cap=0.1, welcome_timeout=1.0)
+                             insecure=True, backoff_base=0.05, backoff_cap=0.1, welcome_timeout=1.0)
     session = AgentSession(settings, runtime=FakeRuntime())  # type: ignore[arg-type]
     session.runner = PipelineRunner(session, settings, session.runtime, session.ports, actions=actions)
     return session

@@ -18,6 +18,7 @@ from bootstrap.known_hosts import KnownHosts, fingerprint
 from bootstrap.rollout import Action, HostResult, HostTarget, Rollout, RolloutOptions
 from bootstrap.ssh import connect, scan_host_key
 from console.models import SshAccess
+from console.service.ca import HubCA
 
 pytestmark = pytest.mark.ssh
 
@@ -113,13 +114,18 @@ async def test_install_noop_uninstall_on_a_real_host(sshd: LocalSshd, keydir: Pa
             await asyncio.sleep(0.05)
         return False
 
-    target = HostTarget("n1", _access(sshd, keydir, prefix=str(prefix)), "127.0.0.1:9", "tok-n1")
+    (tmp_path / "hub").mkdir()
+    ca_pem = HubCA.load_or_create(tmp_path / "hub").ca_pem
+    target = HostTarget("n1", _access(sshd, keydir, prefix=str(prefix)), "127.0.0.1:9", "tok-n1", ca_pem=ca_pem)
     options = RolloutOptions(known_hosts=tmp_path / "kh", bundle=bundle, trust_new_host_keys=True, timeout=10)
     try:
         first = await Rollout([target], options, verify=verify).run()
         assert first[0].result is HostResult.INSTALLED, first[0]
         assert (prefix / "etc" / "token").read_text() == "tok-n1\n"
         assert (prefix / "etc" / "agent.env").stat().st_mode & 0o777 == 0o600
+        assert (prefix / "etc" / "ca.pem").read_bytes() == ca_pem
+        assert (prefix / "etc" / "ca.pem").stat().st_mode & 0o777 == 0o644
+        assert f"GAMENODE_AGENT_CA_FILE={prefix}/etc/ca.pem\n" in (prefix / "etc" / "agent.env").read_text()
         second = await Rollout([target], options, verify=verify).run()
         assert second[0].result is HostResult.UNCHANGED, second[0]
     finally:

@@ -1,9 +1,13 @@
-"""The host-side pieces run locally: the systemd unit, the supervisor script, the prefix guard, agent.env."""
+"""The host-side pieces run locally: the systemd unit, the supervisor script, the prefix guard, agent.env, and the
+identity files configure writes and preflight reads (the CA, the join token, whether the agent joined)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,8 +17,10 @@ import pytest
 from testbed.docker import testbed_missing as missing_tool
 
 from bootstrap.errors import BootstrapError
-from bootstrap.scripts import check_prefix
-from bootstrap.steps import agent_env, supervisor_script, unit_file
+from bootstrap.rollout import HostTarget, RolloutOptions
+from bootstrap.scripts import check_prefix, configure_script, preflight_script
+from bootstrap.steps import Facts, RemoteHost, agent_env, supervisor_script, unit_file
+from console.models import SshAccess
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -122,3 +128,99 @@ def test_agent_env_is_quoted_for_sh_and_systemd() -> None:
     assert "GAMENODE_AGENT_HUB=hub:7070\n" in text
     assert "GAMENODE_AGENT_TOKEN=@/opt/gamenode/etc/token\n" in text
     assert "GAMENODE_AGENT_CA_FILE='/opt/game node/ca.pem'\n" in text
+
+
+def test_agent_env_of_an_insecure_hub_gets_insecure_and_no_ca() -> None:
+    text = agent_env("/opt/gamenode", "n1", "hub:7070", insecure=True)
+    assert "GAMENODE_AGENT_INSECURE=1\n" in text
+    assert "GAMENODE_AGENT_CA_FILE" not in text
+    assert "GAMENODE_AGENT_INSECURE" not in agent_env("/opt/gamenode", "n1", "hub:7070", ca_file="/x/ca.pem")
+
+
+# --- the identity files: the CA (public), the join token (private), enrollment seen by preflight -------------
+
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB(the hub's CA)\n-----END CERTIFICATE-----\n"
+
+
+def _sh(script: str) -> str:
+    done = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_configure_writes_the_ca_public_and_the_rest_private(tmp_path: Path) -> None:
+    prefix = tmp_path / "gamenode"
+    _sh(configure_script(str(prefix), {"etc/agent.env": "A=1\n", "etc/ca.pem": CA_PEM.decode(),
+                                       "etc/token": "id.secret\n"}, public={"etc/ca.pem"}))
+    modes = {name: stat.S_IMODE((prefix / name).stat().st_mode) for name in ("etc/agent.env", "etc/ca.pem",
+                                                                              "etc/token")}
+    assert modes == {"etc/agent.env": 0o600, "etc/ca.pem": 0o644, "etc/token": 0o600}
+    assert (prefix / "etc" / "ca.pem").read_bytes() == CA_PEM
+    assert sorted(p.name for p in (prefix / "etc").iterdir()) == ["agent.env", "ca.pem", "token"]
+
+
+def test_preflight_reports_the_ca_and_whether_the_agent_joined(tmp_path: Path) -> None:
+    prefix = tmp_path / "gamenode"
+    (prefix / "etc").mkdir(parents=True)
+
+    def facts() -> dict[str, str]:
+        out = _sh(preflight_script(str(prefix), "python3", "1.0", "0" * 64))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    assert "ca_sha" not in facts() and "enrolled" not in facts()
+    (prefix / "etc" / "ca.pem").write_bytes(CA_PEM)
+    (prefix / "state" / "identity").mkdir(parents=True)
+    (prefix / "state" / "identity" / "cert.pem").write_text("(a certificate)")
+    assert facts()["ca_sha"] == hashlib.sha256(CA_PEM).hexdigest()
+    assert facts()["enrolled"] == "1"
+
+
+class ScriptedHost(RemoteHost):
+    """`RemoteHost` whose scripts are recorded (and answered) instead of run over SSH."""
+
+    def __init__(self, target: HostTarget, facts: Facts) -> None:
+        super().__init__(target, RolloutOptions(), logging.LoggerAdapter(logging.getLogger("test")))
+        self._facts = facts
+        self.scripts: list[str] = []
+
+    async def _sh(self, script: str) -> str:
+        self.scripts.append(script)
+        return ""
+
+
+def _target(ca_pem: bytes | None, issued: list[str]) -> HostTarget:
+    async def issue(node_id: str) -> str:
+        issued.append(node_id)
+        return f"{node_id}id.new-join-token"
+
+    return HostTarget("n1", SshAccess(host="h", prefix="/opt/gamenode"), "hub:7070", issue, ca_pem=ca_pem)
+
+
+async def test_configure_delivers_the_ca_and_a_token_to_a_host_whose_agent_has_not_joined() -> None:
+    issued: list[str] = []
+    host = ScriptedHost(_target(CA_PEM, issued), Facts(token_present=True, enrolled=False))
+    message = await host.configure()
+    assert message == "wrote etc/agent.env, etc/ca.pem, etc/token"
+    assert issued == ["n1"]
+    script = host.scripts[0]
+    assert "chmod 644 \"$P\"/etc/ca.pem.tmp" in script and "chmod 600 \"$P\"/etc/token.tmp" in script
+    assert "GAMENODE_AGENT_CA_FILE=/opt/gamenode/etc/ca.pem" in script
+    assert "GAMENODE_AGENT_INSECURE" not in script
+
+
+async def test_configure_keeps_the_token_of_an_enrolled_agent_and_an_insecure_hub_gets_insecure() -> None:
+    issued: list[str] = []
+    host = ScriptedHost(_target(None, issued), Facts(token_present=True, enrolled=True))
+    assert await host.configure() == "wrote etc/agent.env"
+    assert issued == []
+    assert "GAMENODE_AGENT_INSECURE=1" in host.scripts[0] and "ca.pem" not in host.scripts[0]
+
+
+def test_config_is_current_only_with_the_same_ca_and_an_enrolled_agent() -> None:
+    host = ScriptedHost(_target(CA_PEM, []), Facts())
+    same = {"config_sha": hashlib.sha256(host._env().encode()).hexdigest(),
+            "ca_sha": hashlib.sha256(CA_PEM).hexdigest(), "token_sha": "x", "enrolled": "1"}
+    assert host._config_current(same)
+    assert not host._config_current({**same, "ca_sha": "0" * 64})  # the hub's CA changed
+    assert not host._config_current({k: v for k, v in same.items() if k != "enrolled"})  # not joined yet
+    assert not host._config_current({k: v for k, v in same.items() if k != "token_sha"})

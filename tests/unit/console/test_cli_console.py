@@ -26,10 +26,44 @@ def _capture(monkeypatch: pytest.MonkeyPatch, check: Callable[[HubClient], int] 
     return made
 
 
-def test_connect_points_the_console_at_a_remote_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connect_points_the_console_at_a_remote_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     made = _capture(monkeypatch)
-    assert cli.main(["console", "--connect", "hub.example.net:7070"]) == 0
+    (tmp_path / "ca.pem").write_bytes(b"--- the hub's CA ---")
+    assert cli.main(["console", "--connect", "hub.example.net:7070", "--ca", str(tmp_path / "ca.pem"),
+                     "--token", "abc.def"]) == 0
     assert [c.target for c in made] == ["hub.example.net:7070"]
+    assert made[0].ca_pem == b"--- the hub's CA ---" and not made[0].insecure
+    assert ("authorization", "Bearer abc.def") in made[0]._metadata
+
+
+def test_connect_finds_the_token_and_ca_in_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    made = _capture(monkeypatch)
+    monkeypatch.delenv("GAMENODE_TOKEN", raising=False)
+    monkeypatch.setenv("GAMENODE_DATA_DIR", str(tmp_path))
+    (tmp_path / "ca.pem").write_bytes(b"ca")
+    (tmp_path / "admin.token").write_text("id1.secret\n")
+    assert cli.main(["console", "--connect", "127.0.0.1:7070"]) == 0
+    assert made[0].ca_pem == b"ca" and ("authorization", "Bearer id1.secret") in made[0]._metadata
+
+
+def test_connect_without_the_hubs_ca_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = _capture(monkeypatch)
+    monkeypatch.setenv("GAMENODE_DATA_DIR", str(tmp_path))
+    assert cli.main(["console", "--connect", "127.0.0.1:7070", "--token", "a.b"]) == 1
+    assert not made
+    assert f"cannot read the hub's CA certificate {tmp_path / 'ca.pem'}" in capsys.readouterr().err
+
+
+def test_connect_to_a_socket_or_an_insecure_hub_needs_no_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    made = _capture(monkeypatch)
+    monkeypatch.setenv("GAMENODE_DATA_DIR", str(tmp_path))
+    assert cli.main(["console", "--connect", f"unix:{tmp_path}/hub.sock", "--token", "a.b"]) == 0
+    assert cli.main(["console", "--connect", "127.0.0.1:7070", "--insecure", "--token", "a.b"]) == 0
+    socket, insecure = made
+    assert socket.local and not any(key == "authorization" for key, _ in socket._metadata)  # no token on the socket
+    assert insecure.insecure and ("authorization", "Bearer a.b") in insecure._metadata
 
 
 def test_without_connect_the_console_gets_an_embedded_hub(

@@ -30,15 +30,19 @@ WAIT = 10.0
 class Served:
     url: str
     services: Services
+    data_dir: Path
 
     async def gamenode(self, *argv: str) -> int:
-        """`gamenode ARGV --hub URL` in a worker thread (the hub answers on this loop)."""
-        return await asyncio.wait_for(asyncio.to_thread(cli.main, [*argv, "--hub", self.url]), WAIT)
+        """`gamenode ARGV --hub URL --data-dir DIR` in a worker thread (the hub answers on this loop); the
+        command finds the hub's admin token in DIR."""
+        argv = (*argv, "--hub", self.url, "--data-dir", str(self.data_dir))
+        return await asyncio.wait_for(asyncio.to_thread(cli.main, list(argv)), WAIT)
 
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GAMENODE_HUB_URL", raising=False)
+    monkeypatch.delenv("GAMENODE_TOKEN", raising=False)
     monkeypatch.setattr(cli_rollout, "POLL_INTERVAL", 0.01)
 
 
@@ -55,7 +59,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
-    yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", services)
+    yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", services, tmp_path / "data")
     server.should_exit = True
     await serving
     sock.close()

@@ -105,7 +105,7 @@ steps:
 
 class Harness:
     def __init__(self, tmp_path: Path, actions: Actions | None = None, clock: Callable[[], float] | None = None):
-        self.settings = AgentSettings(hub="hub:1", node_id="n1", token="t", state_dir=tmp_path)
+        self.settings = AgentSettings(hub="hub:1", node_id="n1", token="t", state_dir=tmp_path, insecure=True)
         self.store = RunStore(tmp_path / "runs")
         self.sink = Sink(self.store)
         self.actions = actions or Actions()

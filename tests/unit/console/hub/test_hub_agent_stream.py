@@ -35,42 +35,44 @@ async def test_hello_is_welcomed_and_marks_the_node_online(hub: Hub) -> None:
     assert (last.from_status, last.to_status, last.by, last.reason) == ("offline", "online", "hub", "agent connected")
 
 
-async def test_a_wrong_credential_is_refused_and_logged_without_the_token(
+async def test_a_wrong_join_token_is_refused_and_logged_without_the_token(
     hub: Hub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub.make_agent("n1")  # issues the real credential
-    intruder = hub.make_agent("n1", token="not-the-token-s3cr3t")
+    real = hub.make_agent("n1")  # issues the real join token
+    intruder = hub.make_agent("n1", token=real.token.split(".")[0] + ".not-the-token-s3cr3t")
     caplog.set_level(logging.WARNING)
-    intruder.open()
-    await intruder.send(hello=pb.Hello(node_id="n1", credential="not-the-token-s3cr3t"))
-    code, details = await intruder.ended()
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert details == "invalid credential for node n1"
-    warning = [r for r in caplog.records if "invalid credential" in r.getMessage()]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await intruder.join()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == "invalid or expired join token for node n1"
+    warning = [r for r in caplog.records if "refused join" in r.getMessage()]
     assert warning and "'n1'" in warning[0].getMessage() and "127.0.0.1" in warning[0].getMessage()
-    assert "s3cr3t" not in caplog.text
-    assert not hub.registry.connected("n1")
+    assert "s3cr3t" not in caplog.text and real.token not in caplog.text
+    await real.connect()  # the real token still works
+    assert hub.registry.connected("n1")
 
 
-@pytest.mark.parametrize("case", ["unknown node", "no credential issued", "empty token"])
-async def test_other_bad_hellos_are_unauthenticated(hub: Hub, case: str) -> None:
+@pytest.mark.parametrize("case", ["unknown node", "no token issued", "empty token", "not ID.SECRET"])
+async def test_other_bad_joins_are_unauthenticated(hub: Hub, case: str) -> None:
     if case == "unknown node":
-        agent = hub.make_agent("ghost", token="x", create=False)
-    elif case == "no credential issued":
-        agent = hub.make_agent("n1", token="x")
-    else:
+        agent = hub.make_agent("ghost", token="x.y", create=False)
+    elif case == "no token issued":
+        agent = hub.make_agent("n1", token="x.y")
+    elif case == "empty token":
         hub.make_agent("n1")
         agent = hub.make_agent("n1", token="")
-    agent.open()
-    await agent.send(hello=pb.Hello(node_id=agent.node_id, credential=agent.token))
-    code, details = await agent.ended()
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert agent.node_id in details
+    else:
+        token = hub.make_agent("n1").token
+        agent = hub.make_agent("n1", token=token.replace(".", ""))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await agent.join()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == f"invalid or expired join token for node {agent.node_id}"
 
 
 async def test_the_first_message_must_be_hello(hub: Hub) -> None:
     agent = hub.make_agent("n1")
-    agent.open()
+    await agent.open()
     await agent.heartbeat()
     code, details = await agent.ended()
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -80,7 +82,7 @@ async def test_the_first_message_must_be_hello(hub: Hub) -> None:
 async def test_a_second_hello_on_one_stream_is_a_protocol_error(hub: Hub) -> None:
     agent = hub.make_agent("n1")
     await agent.connect()
-    await agent.send(hello=pb.Hello(node_id="n1", credential=agent.token))
+    await agent.send(hello=agent.hello())
     code, details = await agent.ended()
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "hello" in details
@@ -223,7 +225,7 @@ async def test_online_is_written_only_when_it_changes(hub: Hub) -> None:
     await agent.connect()
     await hub.settle()
     stored = hub.node("n1")
-    other = hub.make_agent("n1", token=agent.token)
+    other = hub.make_agent("n1", identity=agent.identity)
     await other.connect()  # replaces the first stream: still online, nothing to write
     await hub.settle()
     assert hub.node("n1") is stored
@@ -233,7 +235,7 @@ async def test_a_second_stream_replaces_the_first_without_an_offline_flap(hub: H
     first = hub.make_agent("n1")
     await first.connect()
     await hub.settle()
-    second = hub.make_agent("n1", token=first.token)
+    second = hub.make_agent("n1", identity=first.identity)
     await second.connect()
     code, details = await first.ended()
     assert code == grpc.StatusCode.ABORTED
@@ -286,10 +288,11 @@ async def test_a_changed_credential_closes_the_stream(hub: Hub, change: str) -> 
     code, details = await agent.ended()
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert details == f"the credential for node n1 was {change}d"
-    agent.open()
-    await agent.send(hello=pb.Hello(node_id="n1", credential=agent.token))
-    code, _ = await agent.ended()
+    await agent.open()  # the same certificate again
+    await agent.send(hello=agent.hello())
+    code, details = await agent.ended()
     assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert details == "the certificate of node n1 was revoked or replaced; issue a new join token to re-enroll it"
 
 
 async def test_deleting_a_connected_node_closes_its_stream(hub: Hub) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 Stub = Any
 HARDWARE = {"cpu": {"cores": 8}, "memory_mb": 16384}
-ACTOR = (("x-gamenode-actor", "ann"),)
 
 
 async def code_of(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -53,7 +53,7 @@ async def online(hub: Hub, node_id: str = "n1") -> FakeAgent:
 async def test_history_labels_and_token(hub: Hub, hub_stub: Stub) -> None:
     hub.services.nodes.create_node({"id": "n1", "name": "n1", "type": "physical", "labels": {"a": "1"}})
     await hub_stub.UpdateNodeStatus(pb.UpdateNodeStatusRequest(id="n1", status="maintenance", reason="disk"),
-                                    metadata=ACTOR)
+                                    metadata=hub.bearer("ann"))
     history = await hub_stub.GetNodeHistory(pb.GetNodeRequest(id="n1"))
     assert json.loads(history.json) == await rest(hub, "GET", "/api/v1/nodes/n1/history")
     assert json.loads(history.json)[-1]["by"] == "ann"
@@ -64,6 +64,8 @@ async def test_history_labels_and_token(hub: Hub, hub_stub: Stub) -> None:
     token = await hub_stub.IssueAgentToken(pb.GetNodeRequest(id="n1"))
     assert token.node_id == "n1"
     assert hub.services.credentials.verify("n1", token.token) is not None
+    pending = hub.stores.credentials.get("n1").join_token
+    assert pending is not None and token.expires_at.ToDatetime(tzinfo=UTC) == pending.expires_at
 
 
 @pytest.mark.parametrize("rpc", ["GetNodeHistory", "IssueAgentToken", "GetHostKey"])
@@ -109,7 +111,7 @@ async def test_launch_places_and_starts_the_game(hub: Hub, hub_stub: Stub) -> No
     agent = await online(hub)
     request = pb.LaunchInstanceRequest(game="quake", selector="region=eu")
     request.params.update({"port": 7777})
-    launched = json.loads((await hub_stub.LaunchInstance(request, metadata=ACTOR)).json)
+    launched = json.loads((await hub_stub.LaunchInstance(request, metadata=hub.bearer("ann"))).json)
     instance = launched["instance"]
     assert (instance["node_id"], instance["game"], instance["state"]) == ("n1", "quake", "pending")
     run = hub.services.runs.get_run(launched["run_id"])

@@ -80,7 +80,7 @@ async def test_version(hub_stub: pb_grpc.HubServiceStub) -> None:
 async def test_node_crud_and_status(hub: Hub, hub_stub: Stub) -> None:
     body = {"id": "n1", "name": "Node 1", "type": "virtual", "labels": {"region": "eu"},
             "hardware": {"cpu": {"cores": 16}, "memory_mb": 65536}}
-    created = await hub_stub.CreateNode(pb.NodeJson(json=json.dumps(body)), metadata=(("x-gamenode-actor", "ops"),))
+    created = await hub_stub.CreateNode(pb.NodeJson(json=json.dumps(body)), metadata=hub.bearer("ops"))
     assert created.id == "n1" and created.status == "offline" and created.labels["region"] == "eu"
     node = node_from_pb(created)
     assert node.hardware == {"cpu": {"cores": 16}, "memory_mb": 65536}
@@ -95,7 +95,7 @@ async def test_node_crud_and_status(hub: Hub, hub_stub: Stub) -> None:
     status = await hub_stub.UpdateNodeStatus(pb.UpdateNodeStatusRequest(id="n1", status="maintenance", reason="x"))
     assert status.status == "maintenance"
     history = hub.services.nodes.status_history("n1")
-    assert [(c.to_status, c.by) for c in history] == [("offline", "ops"), ("maintenance", "console")]
+    assert [(c.to_status, c.by) for c in history] == [("offline", "ops"), ("maintenance", "admin (local)")]
 
     hub.services.nodes.create_node({"id": "n2", "name": "Node 2", "type": "physical"})
     listed = await hub_stub.ListNodes(pb.ListNodesRequest(sort="-id", limit=1))

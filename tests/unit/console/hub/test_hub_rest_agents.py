@@ -1,10 +1,11 @@
-"""REST: the agent credential (/token), the metrics history (/metrics), /ping, and live maps on nodes."""
+"""REST: the agent's join token (/token), the metrics history (/metrics), /ping, and live maps on nodes."""
 
 from __future__ import annotations
 
 import asyncio
 import stat
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,17 +37,21 @@ def error_of(r: httpx.Response, status: int, code: str) -> str:
 # --- /token -----------------------------------------------------------------------------
 
 
-async def test_issue_shows_the_token_once_and_stores_its_hash(hub: Hub, client: httpx.AsyncClient) -> None:
+async def test_issue_shows_the_token_once_and_stores_its_hmac(hub: Hub, client: httpx.AsyncClient) -> None:
     hub.services.nodes.create_node({"id": "n1", "name": "n1", "type": "physical"})
     r = await client.post("/api/v1/nodes/n1/token")
     assert r.status_code == 201
     body = r.json()
-    assert set(body) == {"node_id", "token"} and body["node_id"] == "n1" and len(body["token"]) >= 40
+    assert set(body) == {"node_id", "token", "expires_at"} and body["node_id"] == "n1" and len(body["token"]) >= 40
     token = body["token"]
+    expires_at = datetime.fromisoformat(body["expires_at"])
+    assert timedelta(minutes=59) < expires_at - datetime.now(UTC) <= timedelta(hours=1)
 
     path = hub.stores.credentials.root / "n1.yaml"
     text = path.read_text()
-    assert token not in text and hub.stores.credentials.get("n1").sha256 in text
+    pending = hub.stores.credentials.get("n1").join_token
+    assert pending is not None and pending.mac in text and pending.expires_at == expires_at
+    assert token not in text and token.split(".")[1] not in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert hub.services.credentials.verify("n1", token) is not None
     assert token not in (await client.get("/api/v1/nodes/n1")).text

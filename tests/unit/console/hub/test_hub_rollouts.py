@@ -105,14 +105,14 @@ async def test_the_agents_version_and_capabilities_are_recorded_on_connect(hub: 
     await agent.close()
     await agent.ended()
     await hub.settle()
-    again = hub.make_agent("n1", token=agent.token, create=False)
+    again = hub.make_agent("n1", identity=agent.identity, create=False)
     await again.connect(agent_version="1.2.3", capabilities=["docker", "metrics"])
     await again.sync()
     await hub.settle()
     assert hub.node("n1").hardware == stored.hardware  # the same: not written again
     assert hub.node("n1").updated_at == hub.node("n1").last_online
 
-    upgraded = hub.make_agent("n1", token=agent.token, create=False)
+    upgraded = hub.make_agent("n1", identity=agent.identity, create=False)
     await upgraded.connect(agent_version="1.3.0")
     await hub.settle()
     assert hub.node("n1").hardware["agent"] == {"version": "1.3.0", "capabilities": []}
@@ -126,7 +126,7 @@ async def test_post_a_rollout_then_follow_it_to_the_end(hub: Hub, api: httpx.Asy
     await add_node(api, "b", labels={"region": "eu"})
     runner = hub.services.rollouts.runner = FakeRunner({"b": "failed"})
     r = await api.post("/api/v1/rollouts", json={"selector": "region=eu", "parallel": 2, "canary": 1},
-                       headers={"X-Gamenode-Actor": "alice"})
+                       headers={"Authorization": f"Bearer {hub.token('alice')}"})
     assert r.status_code == 202, r.text
     started = r.json()
     assert started["state"] == "pending" and started["created_by"] == "alice"

@@ -105,7 +105,7 @@ async def test_start_creates_the_instance_and_dispatches_run_pipeline(
     run = await start(client, params={"image": "game/tiny:1", "password": "hunter2"},
                       resources={"cpu": 2, "memory_mb": 1024})
     assert run["state"] == "pending" and run["params"] == {"image": "game/tiny:1", "password": "***"}
-    assert run["created_by"] == "api" and run["pipeline"] == "platform-start"
+    assert run["created_by"] == "admin (local)" and run["pipeline"] == "platform-start"
 
     sent = await agent.read_until("command")
     command = sent.command
@@ -267,15 +267,14 @@ async def test_a_hub_restart_dispatches_pending_runs_and_cancels_again(
     runtime = HubRuntime(services, settings)
     await runtime.start("127.0.0.1:0", monitor_period=3600)
     try:
-        async with aio.insecure_channel(runtime.grpc_address) as channel:
-            back = fake_agent(channel, "n1", agent.token)
-            back.seq = agent.seq
-            await back.connect()
-            got = {(await back.read_until("command")).command.command_id for _ in range(2)}
-            assert got == {run_command_id(pending["id"]), cancel_command_id(cancelling["id"])}
-            resent = next(c for c in back.commands if c.command.HasField("run_pipeline"))
-            assert resent.command.run_pipeline.params["password"] == "hunter2"
-            back.call.cancel()
+        back = fake_agent.to(runtime, "n1", identity=agent.identity)  # the same CA: its certificate still works
+        back.seq = agent.seq
+        await back.connect()
+        got = {(await back.read_until("command")).command.command_id for _ in range(2)}
+        assert got == {run_command_id(pending["id"]), cancel_command_id(cancelling["id"])}
+        resent = next(c for c in back.commands if c.command.HasField("run_pipeline"))
+        assert resent.command.run_pipeline.params["password"] == "hunter2"
+        await back.dispose()
     finally:
         await runtime.stop(grace=0)
 
@@ -290,7 +289,7 @@ async def test_start_get_list_and_cancel_over_grpc(
     params = struct_pb2.Struct()
     params.update({"image": "game/tiny:1"})
     run = await hub_stub.StartRun(pb.StartRunRequest(node_id="n1", pipeline="platform-start", params=params),
-                                  metadata=(("x-gamenode-actor", "tui"),))
+                                  metadata=hub.bearer("tui", "operator"))
     assert run.state == "pending" and run.params["image"] == "game/tiny:1"
     assert [s.name for s in run.steps] == ["pull", "run"]
     assert hub.services.runs.get_run(run.id).created_by == "tui"

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import grpc
 import httpx
 import pytest
-from grpc import aio
 
 from console.hub.listen import ListenError
 from console.hub.server import Hub
@@ -48,11 +47,16 @@ async def test_one_loop_serves_agents_and_rest_and_stops_cleanly(
     host, port = hub.grpc_address.rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0
 
-    async with httpx.AsyncClient(base_url=hub.http_url, timeout=WAIT) as api, \
-            aio.insecure_channel(hub.grpc_address) as channel:
+    assert hub.runtime is not None and hub.agent_address == hub.runtime.agent_address
+    agent_host, agent_port = hub.agent_address.rsplit(":", 1)
+    assert agent_host == "127.0.0.1" and int(agent_port) not in (0, int(port))
+
+    admin = (tmp_path / "data" / "admin.token").read_text().strip()
+    async with httpx.AsyncClient(base_url=hub.http_url, timeout=WAIT,
+                                 headers={"Authorization": f"Bearer {admin}"}) as api:
         assert (await api.post("/api/v1/nodes", json={"id": "n1", "name": "n1", "type": "physical"})).is_success
         token = (await api.post("/api/v1/nodes/n1/token")).json()["token"]
-        agent = fake_agent(channel, "n1", token)
+        agent = fake_agent.to(hub.runtime, "n1", token)
         await agent.connect()
 
         ping = asyncio.create_task(api.post("/api/v1/nodes/n1/ping"))
@@ -68,6 +72,7 @@ async def test_one_loop_serves_agents_and_rest_and_stops_cleanly(
         await asyncio.wait_for(task, WAIT)
         code, _ = await agent.ended()
         assert code == grpc.StatusCode.UNAVAILABLE
+        await agent.dispose()
 
     assert (tmp_path / "data" / "nodes" / ".index.json").is_file()  # stores closed cleanly
     stores = Stores.open(tmp_path / "data")  # and the lock is free

@@ -6,6 +6,7 @@ fixtures are not reset between hypothesis examples.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -110,13 +111,30 @@ def test_selector_text_may_carry_blanks_between_tokens(reqs: list[Req], data: st
     assert Selector.parse(text) == selector_of(reqs)
 
 
+@st.composite
+def edited_selectors(draw: st.DrawFn) -> str:
+    """A valid selector's text with one character inserted, deleted or replaced: nearly right."""
+    text = str(selector_of(draw(st.lists(REQUIREMENTS, min_size=1, max_size=4))))
+    at = draw(st.integers(0, len(text)))
+    char = draw(st.sampled_from("=!,() inotx.-/\t\"é"))
+    edit = draw(st.sampled_from(["insert", "delete", "replace"]))
+    if edit == "insert":
+        return text[:at] + char + text[at:]
+    return text[:at] + (char if edit == "replace" else "") + text[at + 1 :]
+
+
+_COLUMN = re.compile(r", column (\d+): \S")
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.text(), st.text(alphabet="ab1=!,() inotx.-/", max_size=24)))
+@given(st.one_of(st.text(), st.text(alphabet="ab1=!,() inotx.-/", max_size=24), edited_selectors()))
 def test_selector_parse_refuses_nonsense_only_with_invalid_input(text: str) -> None:
     try:
         sel = Selector.parse(text)
     except InvalidInput as exc:
-        assert "column" in str(exc)
+        columns = _COLUMN.findall(str(exc))  # where, then what (the last: the text itself may hold one)
+        assert columns, str(exc)
+        assert 1 <= int(columns[-1]) <= len(text) + 1, str(exc)
     else:
         assert Selector.parse(str(sel)) == sel  # whatever parses prints back to itself
 

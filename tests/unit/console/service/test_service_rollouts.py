@@ -105,6 +105,20 @@ async def test_all_without_agent_takes_nodes_with_ssh_and_no_agent_online(
     assert [n.id for n in runner.plans[0].nodes] == ["a", "c"]
 
 
+async def test_the_plan_carries_the_hubs_ca_for_the_agents_to_pin(
+    services: Services, online: Online, make_node: Callable[..., GameNode]
+) -> None:
+    ssh_node(make_node, "a")
+    runner = services.rollouts.runner = FakeRunner()
+    await finished(services, services.rollouts.start(RolloutRequest(nodes=["a"])).id)
+    assert runner.plans[0].ca_pem is None  # a hub without a CA (--insecure): the agents get --insecure
+    assert services.rollouts.hub is not None
+    services.rollouts.hub.ca_pem = b"-----BEGIN CERTIFICATE-----\n"
+    await finished(services, services.rollouts.start(RolloutRequest(nodes=["a"])).id)
+    assert runner.plans[1].ca_pem == b"-----BEGIN CERTIFICATE-----\n"
+    assert runner.plans[1].hub_address == "hub.example:7070"
+
+
 async def test_starting_needs_a_hub(services: Services, make_node: Callable[..., GameNode]) -> None:
     ssh_node(make_node, "a")
     with pytest.raises(Unavailable, match="running hub"):

@@ -167,7 +167,7 @@ def test_stores_open_loads_every_kind_and_close_releases_the_lock(tmp_path: Path
     stores.close()
     assert {p.name for p in path.iterdir()} == {
         ".lock", "nodes", "node-history", "instances", "gamecards", "platforms", "credentials", "runs",
-        "run-secrets", "rollouts",
+        "run-secrets", "rollouts", "api_tokens",
     }
     for sub in ("nodes", "node-history", "instances", "gamecards", "platforms", "credentials"):
         assert (path / sub / ".index.json").is_file()  # close() left an index for a quick start

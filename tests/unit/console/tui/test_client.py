@@ -146,7 +146,7 @@ async def test_an_rpc_the_hub_lacks_is_not_available(tmp_path: Path) -> None:
     pb_grpc.add_HubServiceServicer_to_server(pb_grpc.HubServiceServicer(), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    client = HubClient(f"127.0.0.1:{port}")
+    client = HubClient(f"127.0.0.1:{port}", insecure=True)  # a bare plaintext server
     try:
         await client.connect()
         with pytest.raises(NotAvailable, match="not available on this hub"):
