@@ -91,7 +91,8 @@ class ConsoleRpc:
         return await call(context, run)
 
     async def gamecards(self, context: Context) -> pb.JsonValue:
-        return await call(context, lambda: json_list(self.services.gamecards.list_cards(GameCardQuery()).items))
+        cards = self.services.gamecards  # secret version params read `***`, as in the REST answer
+        return await call(context, lambda: json_list(map(cards.redacted, cards.list_cards(GameCardQuery()).items)))
 
     # --- instances ----------------------------------------------------------------
 

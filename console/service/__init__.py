@@ -12,6 +12,7 @@ from console.service.credentials import CredentialService
 from console.service.gamecards import GameCardQuery, GameCardService
 from console.service.instances import InstanceQuery, InstanceService, InstanceSpec, node_capacity
 from console.service.nodes import NodeQuery, NodeService
+from console.service.param_secrets import SecretParams
 from console.service.platforms import PlatformQuery, PlatformService
 from console.service.query import Page
 from console.service.rollouts import RolloutHub, RolloutQuery, RolloutRequest, RolloutService
@@ -45,6 +46,7 @@ __all__ = [
     "RunQuery",
     "RunRequest",
     "RunService",
+    "SecretParams",
     "Selector",
     "Services",
     "node_capacity",
@@ -79,13 +81,18 @@ class Services:
                             credentials=stores.credentials)
         instances = InstanceService(stores.instances, stores.nodes, stores.gamecards, stores.platforms, lock=lock)
         credentials = CredentialService(stores.credentials, stores.nodes, lock=lock, data_dir=stores.data_dir.path)
+        runs = RunService(stores.runs, stores.run_secrets, nodes, instances)
+        # Secret params by the catalog the run service holds when asked (the hub sets its own).
+        secrets = SecretParams(lambda: runs.catalog)
         return cls(
             nodes=nodes,
             instances=instances,
-            gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock),
-            platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock),
+            gamecards=GameCardService(stores.gamecards, stores.platforms, stores.instances, lock=lock,
+                                      secrets=secrets),
+            platforms=PlatformService(stores.platforms, stores.gamecards, stores.instances, lock=lock,
+                                      secrets=secrets),
             credentials=credentials,
-            runs=RunService(stores.runs, stores.run_secrets, nodes, instances),
+            runs=runs,
             rollouts=RolloutService(stores.rollouts, nodes, credentials, stores.data_dir.path),
             api_tokens=ApiTokenService(stores.api_tokens, stores.data_dir.path),
             audit=AuditLog(stores.data_dir.path / AUDIT_FILE),

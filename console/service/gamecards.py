@@ -4,6 +4,11 @@ Versions are semantic versions and are listed newest first. The default is
 the card's explicit `default_version` when set, else its newest active
 version. A deprecated version stays listed but starts no new instances; the
 explicit default cannot be deprecated until another default is chosen.
+
+A version's secret params (`console.service.param_secrets`, by the card's
+platform's pipeline) are stored as given and read `***` in what the APIs
+answer (`redacted`); a write that gives a secret as `***` keeps the value
+stored for that version.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from console.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from console.models import GameCard, GameCardStatus, GameVersion, Model, utcnow
 from console.semver import SemVer
 from console.service._input import client_fields, update_fields
+from console.service.param_secrets import SecretParams, keep_stored
 from console.service.query import Page, paginate, sort_records
 from console.service.selector import Selector
 from console.store import GameCardStore, InstanceStore, PlatformStore
@@ -60,6 +66,7 @@ class GameCardService:
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
         lock: threading.RLock | None = None,
+        secrets: SecretParams | None = None,
     ) -> None:
         self.gamecards = gamecards
         self.platforms = platforms
@@ -67,6 +74,8 @@ class GameCardService:
         self.clock = clock
         self._lock = lock or threading.RLock()
         """Held across check-and-write of anything that spans records (see `Services`)."""
+        self.secrets = secrets or SecretParams()
+        """Which params are secret (the pipeline catalog's flags, else the name rule)."""
 
     def list_cards(self, query: GameCardQuery | None = None) -> Page[GameCard]:
         q = query or GameCardQuery()
@@ -86,7 +95,19 @@ class GameCardService:
         return paginate(keys([c for c in self.gamecards.list() if wanted(c)]), q.limit, q.offset)
 
     def get_card(self, id: str) -> GameCard:
+        """The card as stored, secrets included (answers go through `redacted`)."""
         return self.gamecards.get(id)
+
+    def redacted(self, card: GameCard) -> GameCard:
+        """`card` as the APIs show it: each secret param of its versions with a value reads `***`."""
+        pipeline = self._pipeline(card)
+        versions = [self._redacted(v, pipeline) for v in card.versions]
+        same = all(new is old for new, old in zip(versions, card.versions, strict=True))
+        return card if same else card.model_copy(update={"versions": versions})
+
+    def redacted_version(self, card: GameCard, version: GameVersion) -> GameVersion:
+        """One of `card`'s versions as the APIs show it."""
+        return self._redacted(version, self._pipeline(card))
 
     def create_card(self, data: dict[str, Any]) -> GameCard:
         now = self.clock()
@@ -94,7 +115,7 @@ class GameCardService:
         card = validate(GameCard, {**data, "created_at": now, "updated_at": now}, "game card")
         with self._lock:
             self._check(card)
-            return self.gamecards.add(card)
+            return self.gamecards.add(self._keep_secrets(card, None))
 
     def update_card(self, id: str, changes: dict[str, Any]) -> GameCard:
         changes = update_fields("game card", id, changes)
@@ -102,6 +123,7 @@ class GameCardService:
         def change(old: GameCard) -> GameCard:
             card = validate(GameCard, {**old.model_dump(), **changes, "updated_at": self.clock()}, "game card")
             self._check(card)
+            card = self._keep_secrets(card, old)
             kept = {v.version for v in card.versions}
             for gone in (v.version for v in old.versions if v.version not in kept):
                 self._check_unused(id, gone)
@@ -121,12 +143,13 @@ class GameCardService:
     # --- versions -----------------------------------------------------------
 
     def add_version(self, id: str, data: dict[str, Any]) -> GameCard:
-        version = validate(GameVersion, {**data, "created_at": self.clock()}, "game version")
+        given = validate(GameVersion, {**data, "created_at": self.clock()}, "game version")
 
         def change(card: GameCard) -> GameCard:
-            new = SemVer.parse(version.version)
+            new = SemVer.parse(given.version)
             if any(SemVer.parse(v.version) == new for v in card.versions):
-                raise AlreadyExists(f"game card {id!r} already has version {version.version}")
+                raise AlreadyExists(f"game card {id!r} already has version {given.version}")
+            version = self._keep_version_secrets(given, None, (self._pipeline(card),), "params")
             return self._with(card, versions=[*card.versions, version])
 
         return self.gamecards.mutate(id, change)
@@ -173,6 +196,34 @@ class GameCardService:
         return self.gamecards.mutate(id, change)
 
     # --- internals ----------------------------------------------------------
+
+    def _pipeline(self, card: GameCard) -> str | None:
+        """The start pipeline of the card's platform; None when it names none (or an unknown one)."""
+        platform = self.platforms.find(card.platform) if card.platform is not None else None
+        return platform.pipeline if platform is not None else None
+
+    def _redacted(self, version: GameVersion, pipeline: str | None) -> GameVersion:
+        params = self.secrets.redact(version.params, pipeline)
+        return version if params == version.params else version.model_copy(update={"params": params})
+
+    def _keep_secrets(self, new: GameCard, old: GameCard | None) -> GameCard:
+        """`new` with each secret version param given as `***` set back to the value `old` holds for the
+        same version."""
+        pipelines = (self._pipeline(new), *([self._pipeline(old)] if old is not None else []))
+        stored = {SemVer.parse(v.version): v for v in old.versions} if old is not None else {}
+        versions = [
+            self._keep_version_secrets(v, stored.get(SemVer.parse(v.version)), pipelines, f"versions[{i}].params")
+            for i, v in enumerate(new.versions)
+        ]
+        same = all(v is w for v, w in zip(versions, new.versions, strict=True))
+        return new if same else new.model_copy(update={"versions": versions})
+
+    def _keep_version_secrets(
+        self, new: GameVersion, old: GameVersion | None, pipelines: tuple[str | None, ...], path: str
+    ) -> GameVersion:
+        secret = self.secrets.keys(new.params, *pipelines)
+        params = keep_stored(new.params, old.params if old is not None else {}, secret, path)
+        return new if params is new.params else new.model_copy(update={"params": params})
 
     def _with(self, card: GameCard, **update: Any) -> GameCard:
         return validate(GameCard, {**card.model_dump(), **update, "updated_at": self.clock()}, "game card")

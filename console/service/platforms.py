@@ -1,4 +1,9 @@
-"""PlatformService: game runtimes, their config map and whether they are enabled."""
+"""PlatformService: game runtimes, their config map and whether they are enabled.
+
+A platform's secret params (`console.service.param_secrets`) are stored as
+given and read `***` in what the APIs answer (`redacted`); a write that gives
+a secret as `***` keeps the stored value.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pydantic import Field
 from console.errors import Conflict, InvalidInput, NotFound
 from console.models import Model, Platform, PlatformState, utcnow
 from console.service._input import client_fields, update_fields
+from console.service.param_secrets import SecretParams, keep_stored
 from console.service.query import Page, paginate, sort_records
 from console.store import GameCardStore, InstanceStore, PlatformStore
 from console.validation import validate
@@ -38,6 +44,7 @@ class PlatformService:
         instances: InstanceStore,
         clock: Callable[[], datetime] = utcnow,
         lock: threading.RLock | None = None,
+        secrets: SecretParams | None = None,
     ) -> None:
         self.platforms = platforms
         self.gamecards = gamecards
@@ -45,6 +52,8 @@ class PlatformService:
         self.clock = clock
         self._lock = lock or threading.RLock()
         """Held across check-and-write of anything that spans records (see `Services`)."""
+        self.secrets = secrets or SecretParams()
+        """Which params are secret (the pipeline catalog's flags, else the name rule)."""
 
     def list_platforms(self, query: PlatformQuery | None = None) -> Page[Platform]:
         q = query or PlatformQuery()
@@ -61,16 +70,23 @@ class PlatformService:
         return paginate(keys([p for p in self.platforms.list() if wanted(p)]), q.limit, q.offset)
 
     def get_platform(self, id: str) -> Platform:
+        """The platform as stored, secrets included (answers go through `redacted`)."""
         return self.platforms.get(id)
+
+    def redacted(self, platform: Platform) -> Platform:
+        """`platform` as the APIs show it: each secret param with a value reads `***`."""
+        params = self.secrets.redact(platform.params, platform.pipeline)
+        return platform if params == platform.params else platform.model_copy(update={"params": params})
 
     def create_platform(self, data: dict[str, Any]) -> Platform:
         now = self.clock()
         data = client_fields(data)
-        return self.platforms.add(validate(Platform, {**data, "created_at": now, "updated_at": now}, "platform"))
+        platform = validate(Platform, {**data, "created_at": now, "updated_at": now}, "platform")
+        return self.platforms.add(self._keep_secrets(platform, None))
 
     def update_platform(self, id: str, changes: dict[str, Any]) -> Platform:
         changes = update_fields("platform", id, changes)
-        return self.platforms.mutate(id, lambda old: self._with(old, **changes))
+        return self.platforms.mutate(id, lambda old: self._keep_secrets(self._with(old, **changes), old))
 
     def delete_platform(self, id: str) -> Platform:
         with self._lock:
@@ -120,6 +136,12 @@ class PlatformService:
             return self._with(old, config={k: v for k, v in old.config.items() if k != key})
 
         return self.platforms.mutate(id, change)
+
+    def _keep_secrets(self, new: Platform, old: Platform | None) -> Platform:
+        """`new` with each secret param given as `***` set back to `old`'s value."""
+        secret = self.secrets.keys(new.params, new.pipeline, *([old.pipeline] if old is not None else []))
+        params = keep_stored(new.params, old.params if old is not None else {}, secret)
+        return new if params is new.params else new.model_copy(update={"params": params})
 
     def _with(self, platform: Platform, **update: Any) -> Platform:
         return validate(Platform, {**platform.model_dump(), **update, "updated_at": self.clock()}, "platform")

@@ -1,4 +1,8 @@
-"""Platforms and their config maps."""
+"""Platforms and their config maps.
+
+Every platform answered goes through `PlatformService.redacted`: its secret
+params read `***` (a write that gives `***` keeps the stored value).
+"""
 
 from __future__ import annotations
 
@@ -19,22 +23,22 @@ JsonObject = Annotated[dict[str, Any], Body()]
 
 @router.get("", summary="List platforms")
 def list_platforms(svc: Svc, response: Response, query: Annotated[PlatformQuery, Query()]) -> list[Platform]:
-    return page_answer(svc.platforms.list_platforms(query), response)
+    return [svc.platforms.redacted(p) for p in page_answer(svc.platforms.list_platforms(query), response)]
 
 
 @router.post("", dependencies=[ADMIN], status_code=201, summary="Create a platform")
 def create_platform(svc: Svc, body: JsonObject) -> Platform:
-    return svc.platforms.create_platform(body)
+    return svc.platforms.redacted(svc.platforms.create_platform(body))
 
 
 @router.get("/{platform_id}", summary="Get a platform")
 def get_platform(svc: Svc, platform_id: str) -> Platform:
-    return svc.platforms.get_platform(platform_id)
+    return svc.platforms.redacted(svc.platforms.get_platform(platform_id))
 
 
 @router.put("/{platform_id}", dependencies=[ADMIN], summary="Update a platform")
 def update_platform(svc: Svc, platform_id: str, body: JsonObject) -> Platform:
-    return svc.platforms.update_platform(platform_id, body)
+    return svc.platforms.redacted(svc.platforms.update_platform(platform_id, body))
 
 
 @router.delete("/{platform_id}", dependencies=[ADMIN], status_code=204, summary="Delete a platform")
@@ -44,7 +48,7 @@ def delete_platform(svc: Svc, platform_id: str) -> None:
 
 @router.put("/{platform_id}/state", dependencies=[ADMIN], summary="Enable or disable a platform")
 def set_platform_state(svc: Svc, platform_id: str, body: PlatformStateBody) -> Platform:
-    return svc.platforms.set_state(platform_id, body.state)
+    return svc.platforms.redacted(svc.platforms.set_state(platform_id, body.state))
 
 
 @router.get("/{platform_id}/config", summary="The whole config map")
