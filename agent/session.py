@@ -4,6 +4,10 @@
     loop.add_signal_handler(signal.SIGTERM, session.close)
     await session.run()          # returns after close(); raises only in burst (`once`) mode
 
+Timeouts use `asyncio.timeout`, never `asyncio.wait_for`: before Python 3.12
+`wait_for` swallows a cancel that arrives as its awaitable completes (a stop
+during the Welcome left the session streaming, its stop hanging).
+
 One connection:
 
 0. `Endpoints` on the hub's main address, and `Join` when the node has no
@@ -239,7 +243,8 @@ class AgentSession:
             hello.MergeFrom(pb.Hello(**self.link.hello_proof(prove)))
         await call.write(pb.AgentMessage(hello=hello))
         try:
-            reply = await asyncio.wait_for(call.read(), self.settings.welcome_timeout)
+            async with asyncio.timeout(self.settings.welcome_timeout):
+                reply = await call.read()
         except TimeoutError:
             raise HubUnavailable(f"no Welcome within {self.settings.welcome_timeout:g} s") from None
         if reply is grpc.aio.EOF:
@@ -326,7 +331,8 @@ class AgentSession:
         await asyncio.gather(*writers, return_exceptions=True)
         if not reader.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._half_close(call, reader), self.settings.close_grace)
+                async with asyncio.timeout(self.settings.close_grace):
+                    await self._half_close(call, reader)
             reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
 
@@ -351,7 +357,8 @@ class AgentSession:
                 raise HubUnavailable(f"the hub did not ack {len(self.outbox)} events within "
                                      f"{self.settings.once_ack_timeout:g} s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._wake.wait()
 
     async def _receive(self, call: Any) -> None:
         while True:
@@ -438,7 +445,8 @@ class AgentSession:
             left = (identity.not_after - datetime.now(UTC)).total_seconds()
             patience = min(RENEW_RETRY_MAX, max(RENEW_RETRY_MIN, left / 10))
             try:
-                await asyncio.wait_for(self._renewed.wait(), patience)
+                async with asyncio.timeout(patience):
+                    await self._renewed.wait()
             except TimeoutError:
                 self.log.warning("no new certificate from the hub within %g s; asking again", patience)
 
@@ -462,7 +470,8 @@ class AgentSession:
     async def _pause(self, seconds: float) -> None:
         """Sleep, cut short when a ConfigUpdate changes the intervals."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reconfigured.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._reconfigured.wait()
 
     # --- outbox and commands ---------------------------------------------------
 
