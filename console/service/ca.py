@@ -10,14 +10,13 @@ The CA lives ten years. The server certificate names localhost, 127.0.0.1,
 (`hosts`: its listen and advertise addresses); it is made again when a host
 is missing from it or it has less than a third of its life left. Node client
 certificates (`sign_node`) carry the node id as CN and are valid for
-`lifetime` (default 7 days). Every file is written whole (temp file, fsync,
-rename) so a crash never leaves half a key.
+`lifetime` (default 7 days). Every file is written whole (`write_atomic`: temp
+file, fsync, rename) so a crash never leaves half a key.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent._files import write_atomic
 from agent.pki import PkiError, PrivateKey, cert_node_id, cert_pem, key_pem, load_cert, load_csr, load_key, new_key
 
 __all__ = ["CA_FILE", "DEFAULT_NODE_CERT_LIFETIME", "HubCA"]
@@ -40,18 +40,6 @@ SERVER_LIFETIME = timedelta(days=365)
 DEFAULT_NODE_CERT_LIFETIME = timedelta(days=7)
 BACKDATE = timedelta(minutes=5)
 """Certificates start a little in the past: a node whose clock lags still accepts them."""
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -113,8 +101,8 @@ class HubCA:
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                 .sign(key, hashes.SHA256())
             )
-            _write(ca_key_path, key_pem(key), 0o600)
-            _write(ca_path, cert_pem(cert), 0o644)
+            write_atomic(ca_key_path, key_pem(key), 0o600)
+            write_atomic(ca_path, cert_pem(cert), 0o644)
         server_path, server_key_path = data_dir / SERVER_FILE, data_dir / SERVER_KEY_FILE
         wanted = {"localhost", "127.0.0.1", "::1", socket.gethostname(), *(h for h in hosts if h)}
         wanted = {str(ipaddress.ip_address(h)) if _is_ip(h) else h for h in wanted}
@@ -138,8 +126,8 @@ class HubCA:
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .sign(key, hashes.SHA256())
             )
-            _write(server_key_path, key_pem(server_key), 0o600)
-            _write(server_path, cert_pem(server), 0o644)
+            write_atomic(server_key_path, key_pem(server_key), 0o600)
+            write_atomic(server_path, cert_pem(server), 0o644)
         return cls(cert=cert, key=key, server_cert=server, server_key=server_key, ca_path=ca_path)
 
     def sign_node(self, csr_pem: bytes, node_id: str, lifetime: timedelta = DEFAULT_NODE_CERT_LIFETIME,

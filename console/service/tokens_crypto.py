@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from agent._files import write_atomic
 
 __all__ = ["KEY_FILE", "hub_secret_key", "new_token", "split_token", "token_mac", "token_matches"]
 
@@ -34,14 +35,7 @@ def hub_secret_key(data_dir: Path) -> bytes:
     if len(key) >= 32:
         return key
     key = secrets.token_bytes(32)
-    tmp = path.with_name(f".{KEY_FILE}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, key)
     return key
 
 
