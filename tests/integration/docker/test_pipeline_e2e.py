@@ -12,9 +12,12 @@ here asserts a duration: every wait polls with a generous timeout.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_helpers import Fleet
 from pipeline_helpers import Stage, http_get, push_big_image, slow_registry
 from testbed.docker import GameImage, Registry
 
@@ -23,6 +26,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SLOW_WAIT = ["sh", "-c", "trap 'exit 0' TERM; sleep 3; echo game is ready; httpd -f -p 8080 -h /www & wait"]
 """A game that takes a few seconds before it says it is ready (time to kill something meanwhile), and that
 stops on SIGTERM (busybox httpd as PID 1 would ignore it until Docker's SIGKILL)."""
+
+
+@pytest.fixture
+def stage(tmp_path: Path, docker_client: Any, game_image: GameImage) -> Iterator[Stage]:
+    fleet = Fleet(tmp_path)
+    stage = Stage(fleet, docker_client)
+    try:
+        yield stage
+    finally:
+        stage.cleanup()
+        fleet.close()
 
 
 def step(run: dict[str, Any], name: str) -> dict[str, Any]:

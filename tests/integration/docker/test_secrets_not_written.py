@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_helpers import Fleet
 from pipeline_helpers import Stage
 from testbed.docker import GameImage
 
@@ -33,6 +34,17 @@ NODE = "sec-a"
 GAME = ["sh", "-c", "cat /data/config/server.cfg; echo game is ready; sleep 2; cat /data/config/server.cfg; "
         "exec httpd -f -p 8080 -h /www"]
 """Prints its config (with the password) while the run waits for it, and again once the run is over."""
+
+
+@pytest.fixture
+def stage(tmp_path: Path, docker_client: Any, game_image: GameImage) -> Iterator[Stage]:
+    fleet = Fleet(tmp_path)
+    stage = Stage(fleet, docker_client)
+    try:
+        yield stage
+    finally:
+        stage.cleanup()
+        fleet.close()
 
 
 def _files(root: Path, leave_out: tuple[Path, ...]) -> Iterator[Path]:
