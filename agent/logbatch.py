@@ -13,23 +13,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from proto import gamenode_pb2 as pb
 
-__all__ = ["MAX_DELAY", "MAX_LINES", "LineBatcher", "log_line", "redact"]
+__all__ = ["MAX_DELAY", "MAX_LINES", "REDACTED", "LineBatcher", "log_line", "redact", "redact_value"]
 
 MAX_LINES = 200
 MAX_DELAY = 0.5
 REDACTED = "***"
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every (non-empty) secret replaced by `***`."""
-    for secret in secrets:
-        if secret:
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every (non-empty) secret replaced by `***`, the longest first (so no part of one is left)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_value(value: Any, secrets: Sequence[str]) -> Any:
+    """A JSON value with every secret replaced in its strings (keys included)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(str(key), secrets): redact_value(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item, secrets) for item in value]
+    return value
 
 
 def log_line(text: str, level: str = "info", stream: str = "", at: float | None = None) -> pb.LogLine:

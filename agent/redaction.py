@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable
 
 from agent.errors import PipelineError, StateError
+from agent.logbatch import REDACTED
 from agent.pipeline.runs import RunStore
 from agent.pipeline.spec import load_pipeline
 
@@ -35,7 +36,6 @@ __all__ = ["REDACTED", "SecretBook"]
 
 log = logging.getLogger(__name__)
 
-REDACTED = "***"
 
 
 class SecretBook:

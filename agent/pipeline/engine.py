@@ -44,14 +44,14 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from agent.errors import PipelineError, StateError, StepFailed
 from agent.log import NodeLogger, node_logger
-from agent.logbatch import LineBatcher, redact
+from agent.logbatch import LineBatcher, redact, redact_value
 from agent.pipeline.context import StepContext
 from agent.pipeline.ports import PortAllocator
 from agent.pipeline.runs import FINISHED, RUN_ID, RunRecord, RunStore, StepStateName
@@ -530,7 +530,7 @@ class PipelineRunner:
         if state in FINISHED:
             run.logs.flush()  # the step's lines reach the hub before its end
         self._emit(run, step.name, state, action=step.action, progress=record.progress, message=record.message,
-                   attempt=record.attempt, outputs=_redact_value(record.outputs, run.secrets) if outputs else None)
+                   attempt=record.attempt, outputs=redact_value(record.outputs, run.secrets) if outputs else None)
 
     def _emit(self, run: _Run, step: str, state: str, *, action: str = "", progress: float = 0.0,
               message: str = "", attempt: int = 0, outputs: Mapping[str, Any] | None = None) -> None:
@@ -561,16 +561,6 @@ def _given_secrets(pipeline_yaml: str, params: Mapping[str, Any]) -> list[str]:
 def _jsonable(value: Any) -> Any:
     """`value` as plain JSON data (unknown types as strings)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {key: _redact_value(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact_value(item, secrets) for item in value]
-    return value
 
 
 def _describe(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from agent.logbatch import redact
 from console.errors import GamenodeError
 from console.models import Id, Model, Timestamp, utcnow
 from console.settings import HubSettings
@@ -69,7 +70,6 @@ WRITE_SLICE = 256
 """Lines the writer encodes and writes between two chances for the event loop to run."""
 WARN_EVERY = 60.0
 """Seconds between two warnings of the same kind (drops, refused chunks, write failures)."""
-REDACTED = "***"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -417,11 +417,8 @@ def _scrubbed(records: list[LogRecord], secrets: Sequence[str]) -> list[LogRecor
         return records
     out = []
     for record in records:
-        text = record.text
-        for secret in secrets:
-            if secret and secret in text:
-                text = text.replace(secret, REDACTED)
-        out.append(record if text is record.text else replace(record, text=text))
+        text = redact(record.text, secrets)
+        out.append(record if text == record.text else replace(record, text=text))
     return out
 
 

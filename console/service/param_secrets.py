@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from agent.logbatch import REDACTED
 from console.errors import FieldError, InvalidInput, NotFound
 from console.service.catalog import PipelineCatalog
 
 __all__ = ["REDACTED", "SecretParams", "by_name", "keep_stored"]
-
-REDACTED = "***"
 
 _SECRET_WORDS = ("password", "secret", "token")
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import Field
 
 from agent.errors import PipelineError
+from agent.logbatch import REDACTED, redact, redact_value
 from agent.pipeline.spec import Pipeline, load_pipeline
 from console.errors import Conflict, InvalidInput, Unavailable
 from console.models import (
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 INLINE = "inline"
 """The `pipeline` of a run whose YAML came with the request."""
-REDACTED = "***"
 SORT_FIELDS = frozenset({"id", "node_id", "pipeline", "instance_id", "state", "created_at", "updated_at"})
 
 Listener = Callable[[PipelineRun], None]
@@ -301,7 +301,7 @@ class RunService:
                 return self._write(run, run.model_copy(update={"state": RunState.DISPATCHED})) \
                     if run.state == RunState.PENDING else run
             if run.state in (RunState.PENDING, RunState.DISPATCHED, RunState.CANCELLING) and run.started_at is None:
-                error = _scrub(error, self._secrets.get(run_id, ()))
+                error = redact(error, self._secrets.get(run_id, ()))
                 return self._end(run, RunState.FAILED, f"the agent refused the run: {error or 'no reason given'}")
             return run
 
@@ -479,8 +479,8 @@ class RunService:
         values = self._secrets.get(event.run_id)
         if not values or not (event.message or event.outputs):
             return event
-        return RunEvent(**{**event.__dict__, "message": _scrub(event.message, values),
-                           "outputs": _scrub_value(event.outputs, values)})
+        return RunEvent(**{**event.__dict__, "message": redact(event.message, values),
+                           "outputs": redact_value(event.outputs, values)})
 
 
 def _resolve(pipeline: Pipeline, given: dict[str, Any], instance_id: str | None) -> dict[str, Any]:
@@ -491,25 +491,6 @@ def _resolve(pipeline: Pipeline, given: dict[str, Any], instance_id: str | None)
         return pipeline.resolve_params(given)
     except PipelineError as exc:
         raise pipeline_invalid(exc, "params") from None
-
-
-def _scrub(text: str, values: Iterable[str]) -> str:
-    """`text` with each secret value replaced by `***`, the longest first (so no part of one is left)."""
-    for value in sorted(values, key=len, reverse=True):
-        if value:
-            text = text.replace(value, REDACTED)
-    return text
-
-
-def _scrub_value(value: Any, values: list[str]) -> Any:
-    """A JSON value with every secret replaced in its strings (keys included)."""
-    if isinstance(value, str):
-        return _scrub(value, values)
-    if isinstance(value, dict):
-        return {_scrub(str(k), values): _scrub_value(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_value(v, values) for v in value]
-    return value
 
 
 def _has_value(value: Any) -> bool:
